@@ -1,0 +1,1 @@
+"""Serving side: snapshot format, Seldon Core wrapper, Kubernetes manifests. No pyspark imports here."""

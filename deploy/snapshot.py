@@ -1,0 +1,165 @@
+"""The serving snapshot: the one contract between the batch side (jobs.publish) and the lookup service.
+
+Layout under a snapshot root (a folder, in production a mounted volume)::
+
+    <root>/
+      LATEST                         text file naming the current version folder; replaced atomically, last
+      <model_version>/
+        manifest.json                written after every table file, verified by the service before use
+        user_recommendations/*.parquet   user_id: string, item_ids: list<string>, scores: list<float>
+        popular_items/*.parquet          rank: int, item_id: string, score: double
+        similar_items/*.parquet          item_id: string, item_ids: list<string>, scores: list<float> (optional)
+
+Manifest (format_version 1)::
+
+    {"format_version": 1, "model_version": "...", "created_at": "2026-11-23T01:51:03Z", "n": 100,
+     "tables": {"user_recommendations": {"rows": 610, "files": {"part-0000.parquet": "<sha256 hex>"}}, ...}}
+
+Only numpy-free standard library + pyarrow here, so both environments can import it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LATEST_NAME = "LATEST"
+
+# table name -> required columns (name -> arrow type string as printed by pyarrow)
+REQUIRED_TABLES = {
+    "user_recommendations": {"user_id": "string", "item_ids": "list<element: string>", "scores": "list<element: float>"},
+    "popular_items": {"rank": "int32", "item_id": "string", "score": "double"},
+}
+OPTIONAL_TABLES = {
+    "similar_items": {"item_id": "string", "item_ids": "list<element: string>", "scores": "list<element: float>"},
+}
+
+
+class SnapshotError(Exception):
+    """A snapshot that must not be served; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    model_version: str
+    created_at: str
+    n: int
+    tables: dict
+
+    def table_dir(self, name: str) -> Path:
+        return self.path / name
+
+    def table_files(self, name: str) -> list[Path]:
+        return [self.path / name / f for f in sorted(self.tables[name]["files"])]
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _table_entry(table_dir: Path) -> dict:
+    files = sorted(p for p in table_dir.iterdir() if p.suffix == ".parquet")
+    if not files:
+        raise SnapshotError(f"table folder {table_dir} holds no .parquet file")
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    return {"rows": rows, "files": {p.name: sha256_of(p) for p in files}}
+
+
+def write_manifest(version_dir: str | os.PathLike, *, model_version: str, n: int) -> Manifest:
+    """Checksum every table folder present in ``version_dir`` and write manifest.json (last, atomically)."""
+    version_dir = Path(version_dir)
+    known = {**REQUIRED_TABLES, **OPTIONAL_TABLES}
+    tables = {name: _table_entry(version_dir / name) for name in known if (version_dir / name).is_dir()}
+    missing = sorted(set(REQUIRED_TABLES) - set(tables))
+    if missing:
+        raise SnapshotError(f"cannot write manifest in {version_dir}: missing tables {missing}")
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "model_version": model_version,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "n": int(n),
+        "tables": tables,
+    }
+    tmp = version_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    os.replace(tmp, version_dir / MANIFEST_NAME)
+    return read_manifest(version_dir)
+
+
+def read_manifest(version_dir: str | os.PathLike) -> Manifest:
+    version_dir = Path(version_dir)
+    path = version_dir / MANIFEST_NAME
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SnapshotError(f"no {MANIFEST_NAME} in {version_dir}: the snapshot is incomplete") from None
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{path} is not valid JSON: {exc}") from None
+    for key in ("format_version", "model_version", "created_at", "n", "tables"):
+        if key not in doc:
+            raise SnapshotError(f"{path} lacks the key {key!r} (has {sorted(doc)})")
+    if doc["format_version"] != FORMAT_VERSION:
+        raise SnapshotError(f"{path}: format_version {doc['format_version']} is not supported (expected {FORMAT_VERSION})")
+    return Manifest(version_dir, str(doc["model_version"]), str(doc["created_at"]), int(doc["n"]), doc["tables"])
+
+
+def verify_snapshot(version_dir: str | os.PathLike) -> Manifest:
+    """Check manifest, file checksums, row counts and schemas. Raises SnapshotError naming the first problem."""
+    manifest = read_manifest(version_dir)
+    for name, columns in {**REQUIRED_TABLES, **OPTIONAL_TABLES}.items():
+        if name not in manifest.tables:
+            if name in REQUIRED_TABLES:
+                raise SnapshotError(f"{manifest.path}: manifest lists no table {name!r}")
+            continue
+        entry = manifest.tables[name]
+        rows = 0
+        for path in manifest.table_files(name):
+            if not path.is_file():
+                raise SnapshotError(f"{path} is listed in the manifest but missing")
+            actual = sha256_of(path)
+            if actual != entry["files"][path.name]:
+                raise SnapshotError(f"{path}: checksum {actual[:12]}... does not match the manifest's {entry['files'][path.name][:12]}...")
+            meta = pq.ParquetFile(path)
+            rows += meta.metadata.num_rows
+            schema = meta.schema_arrow
+            for col, typ in columns.items():
+                if col not in schema.names:
+                    raise SnapshotError(f"{path}: column {col!r} missing (has {schema.names})")
+                if str(schema.field(col).type) != typ:
+                    raise SnapshotError(f"{path}: column {col!r} is {schema.field(col).type}, expected {typ}")
+        if rows != entry["rows"]:
+            raise SnapshotError(f"{manifest.path / name}: {rows} rows, manifest says {entry['rows']}")
+    return manifest
+
+
+def set_latest(root: str | os.PathLike, version: str) -> None:
+    """Point LATEST at ``version`` with an atomic rename, so a reader sees the old or the new name, never half."""
+    root = Path(root)
+    if not (root / version / MANIFEST_NAME).is_file():
+        raise SnapshotError(f"refusing to point LATEST at {root / version}: it has no {MANIFEST_NAME}")
+    tmp = root / (LATEST_NAME + ".tmp")
+    tmp.write_text(version + "\n")
+    os.replace(tmp, root / LATEST_NAME)
+
+
+def latest_version_dir(root: str | os.PathLike) -> Path:
+    root = Path(root)
+    try:
+        version = (root / LATEST_NAME).read_text().strip()
+    except FileNotFoundError:
+        raise SnapshotError(f"no {LATEST_NAME} file in {root}: nothing has been published there yet") from None
+    if not version or "/" in version or version in (".", ".."):
+        raise SnapshotError(f"{root / LATEST_NAME} holds an invalid version name {version!r}")
+    return root / version

@@ -1,0 +1,127 @@
+"""The one Spark session factory: Delta configured, ``local[*]`` by default, every setting overridable.
+
+Run as ``python -m jobs.X`` the factory starts the JVM itself and lets Spark's Ivy fetch Delta's jars from
+Maven Central on first use (cached under ~/.ivy2*). Under ``spark-submit`` (or a SparkApplication) the JVM is
+already running: jars come from ``--packages``/``--jars`` or the image, and the factory only checks they are there.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+SCALA_VERSION = "2.13"
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+JARS_DIR_ENV = "RECSYS_JARS_DIR"
+
+# Defaults in one place; any of them can be overridden with --conf KEY=VALUE.
+DEFAULT_CONF = {
+    "spark.sql.extensions": DELTA_EXTENSION,
+    "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.optimizeWrite.enabled": "true",
+}
+# Only meaningful when this process starts the JVM (not under spark-submit).
+LOCAL_ONLY_CONF = {
+    "spark.driver.memory": "4g",
+    "spark.ui.enabled": "false",
+}
+
+
+class SparkSetupError(RuntimeError):
+    """Spark or Delta could not be set up; the message says why and how to fix it."""
+
+
+def delta_maven_coordinate() -> str:
+    """The Delta artifact that matches the installed pyspark and delta-spark, e.g. io.delta:delta-spark_4.1_2.13:4.4.0."""
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{version('delta-spark')}"
+
+
+def launched_by_spark_submit() -> bool:
+    """True when a JVM already runs for us (spark-submit, pyspark shell, SparkApplication driver)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _jars_from_dir(jars_dir: str) -> str:
+    path = Path(jars_dir)
+    jars = sorted(str(p.resolve()) for p in path.glob("*.jar"))
+    if not jars:
+        raise SparkSetupError(f"--jars-dir {jars_dir!r} holds no .jar file; fetch them with `make delta-jars`.")
+    return ",".join(jars)
+
+
+def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str] | None = None,
+                jars_dir: str | None = None, log_level: str = "WARN") -> SparkSession:
+    """Return the active session or build one with Delta configured.
+
+    ``conf`` overrides every default; ``jars_dir`` (or $RECSYS_JARS_DIR) replaces the Ivy download with
+    local jars. PYSPARK_PYTHON is pinned to this interpreter so workers never start another Python.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+
+    settings = dict(DEFAULT_CONF)
+    submitted = launched_by_spark_submit()
+    if not submitted:
+        settings.update(LOCAL_ONLY_CONF)
+    settings.update(conf or {})
+
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+
+    jars_dir = jars_dir or os.environ.get(JARS_DIR_ENV)
+    if submitted:
+        if master:
+            log.warning("--master %s ignored: under spark-submit the master comes from spark-submit", master)
+    else:
+        builder = builder.master(master or settings.get("spark.master", "local[*]"))
+        if jars_dir:
+            builder = builder.config("spark.jars", _jars_from_dir(jars_dir))
+        elif "spark.jars.packages" not in (conf or {}) and "spark.jars" not in (conf or {}):
+            from delta import configure_spark_with_delta_pip
+
+            extra = [p for p in settings.get("spark.extra.packages", "").split(",") if p]
+            builder = configure_spark_with_delta_pip(builder, extra_packages=extra)
+
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # the JVM did not start: most often Ivy could not fetch Delta's jars
+        raise SparkSetupError(
+            f"Spark did not start ({type(exc).__name__}: {exc}).\n"
+            f"If the log above shows 'unresolved dependency' or a download error, Spark's Ivy could not fetch "
+            f"{delta_maven_coordinate()} from Maven Central. Fix: check network/proxy access to Maven Central, "
+            f"or fetch the jars with Maven (`make delta-jars`, which writes .jars/) and run the job with "
+            f"--jars-dir .jars (or {JARS_DIR_ENV}=.jars)."
+        ) from exc
+    spark.sparkContext.setLogLevel(log_level)
+    _check_delta_on_classpath(spark)
+    return spark
+
+
+def _check_delta_on_classpath(spark: SparkSession) -> None:
+    try:
+        spark._jvm.java.lang.Class.forName(  # noqa: SLF001 - py4j is the only way to ask the JVM
+            "io.delta.tables.DeltaTable", True, spark._jvm.Thread.currentThread().getContextClassLoader()
+        )
+    except Exception:
+        raise SparkSetupError(
+            "Delta Lake classes are not on Spark's classpath. Under spark-submit pass "
+            f"--packages {delta_maven_coordinate()} (or --jars with the jars from `make delta-jars`); "
+            "in a container image, copy the Delta jars into $SPARK_HOME/jars."
+        ) from None

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Stops set-up early, with a message that says what to install, when Java 17+ or Python 3.12 is missing.
+set -euo pipefail
+py="${1:-}"
+fail=0
+if ! command -v java >/dev/null 2>&1; then
+  echo "ERROR: java not found. Spark 4.1 needs Java 17 or 21: apt-get install openjdk-17-jre-headless (or set JAVA_HOME and PATH)." >&2
+  fail=1
+else
+  major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)
+  if [ -z "$major" ] || [ "$major" -lt 17 ]; then
+    echo "ERROR: java is version '${major:-unknown}'; Spark 4.1 needs Java 17 or 21: apt-get install openjdk-17-jre-headless." >&2
+    fail=1
+  fi
+fi
+if [ -z "$py" ] || ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 12) else 1)' >/dev/null 2>&1; then
+  echo "ERROR: Python 3.12 not found (looked for python3.12 on PATH and ~/.pyenv/versions/3.12*)." >&2
+  echo "       Install it (pyenv install 3.12, or apt-get install python3.12 python3.12-venv) or run: make PY312=/path/to/python3.12 ..." >&2
+  fail=1
+fi
+exit $fail

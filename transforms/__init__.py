@@ -1,0 +1,1 @@
+"""Pure DataFrame -> DataFrame functions: parsing, cleaning, dedup, weighting, id mapping, splits. Only pyspark."""

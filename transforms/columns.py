@@ -1,0 +1,33 @@
+"""Column names, in one place. Raw ids are strings (user_id, item_id); ALS needs int32 (user_idx, item_idx)."""
+
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+EVENT_ID = "event_id"
+EVENT_TYPE = "event_type"
+EVENT_TS = "event_ts"
+EVENT_DATE = "event_date"
+EVENT_MONTH = "event_month"  # silver's partition column (yyyy-MM): days would make tiny files
+VALUE = "value"
+WEIGHT = "weight"
+RATING = "rating"
+SCORE = "score"
+RANK = "rank"
+N_EVENTS = "n_events"
+LAST_EVENT_TS = "last_event_ts"
+MODEL_VERSION = "model_version"
+FEATURES = "features"
+
+# provenance and quarantine
+RAW = "raw"
+SOURCE_FILE = "source_file"
+INGEST_RUN_ID = "ingest_run_id"
+INGESTED_AT = "ingested_at"
+REASON = "reason"
+
+# The ALS estimator's own names map to ours here and nowhere else.
+ALS_USER_COL = USER_IDX
+ALS_ITEM_COL = ITEM_IDX
+
+RATING_EVENT = "rating"

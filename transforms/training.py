@@ -1,0 +1,75 @@
+"""Build the training table: one row per (user, item) with an implicit confidence weight or an explicit rating."""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from transforms import columns as C
+
+# Weight of one event of each type in implicit mode; None means "use the event's value" (a rating, a quantity).
+DEFAULT_EVENT_WEIGHTS: dict[str, float | None] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 4.0,
+    "purchase": 8.0,
+    C.RATING_EVENT: None,
+}
+
+
+def implicit_training(events: DataFrame, *, event_weights: dict[str, float | None] | None = None,
+                      half_life_days: float | None = None, as_of_ts: str | None = None,
+                      min_rating: float | None = None) -> DataFrame:
+    """(user_id, item_id, weight, n_events, last_event_ts): summed event weights, optionally time-decayed.
+
+    ``half_life_days`` halves an event's weight per that many days before ``as_of_ts`` (default: the newest event).
+    ``min_rating`` drops rating events below it (a low rating is not positive feedback). Event types absent
+    from ``event_weights`` contribute nothing; ingest quarantines unknown types before they get here.
+    """
+    weights = DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights
+    if not weights:
+        raise ValueError("event_weights is empty: no event type would count")
+    weight = F.lit(None).cast("double")
+    for event_type, w in weights.items():
+        value = F.col(C.VALUE) if w is None else F.lit(float(w))
+        weight = F.when(F.col(C.EVENT_TYPE) == event_type, value).otherwise(weight)
+    df = events
+    if min_rating is not None:
+        df = df.where((F.col(C.EVENT_TYPE) != C.RATING_EVENT) | (F.col(C.VALUE) >= min_rating))
+    df = df.withColumn(C.WEIGHT, weight).where(F.col(C.WEIGHT).isNotNull() & (F.col(C.WEIGHT) > 0))
+    if half_life_days is not None:
+        if half_life_days <= 0:
+            raise ValueError(f"half_life_days must be positive, got {half_life_days}")
+        if as_of_ts is None:
+            newest = df.agg(F.max(C.EVENT_TS)).first()[0]
+            as_of = F.lit(newest).cast("timestamp")
+        else:
+            as_of = F.lit(as_of_ts).cast("timestamp")
+        age_days = (F.unix_micros(as_of) - F.unix_micros(F.col(C.EVENT_TS))) / F.lit(86_400e6)
+        df = df.withColumn(C.WEIGHT, F.col(C.WEIGHT) * F.pow(F.lit(0.5), F.greatest(age_days, F.lit(0.0)) / half_life_days))
+    return df.groupBy(C.USER_ID, C.ITEM_ID).agg(
+        F.sum(C.WEIGHT).alias(C.WEIGHT),
+        F.count(F.lit(1)).alias(C.N_EVENTS),
+        F.max(C.EVENT_TS).alias(C.LAST_EVENT_TS),
+    )
+
+
+def explicit_training(events: DataFrame) -> DataFrame:
+    """(user_id, item_id, rating, n_events, last_event_ts): the latest rating of each pair (ties: larger event_id)."""
+    ratings = events.where(F.col(C.EVENT_TYPE) == C.RATING_EVENT)
+    return ratings.groupBy(C.USER_ID, C.ITEM_ID).agg(
+        F.max_by(C.VALUE, F.struct(C.EVENT_TS, C.EVENT_ID)).alias(C.RATING),
+        F.count(F.lit(1)).alias(C.N_EVENTS),
+        F.max(C.EVENT_TS).alias(C.LAST_EVENT_TS),
+    )
+
+
+def popular_items(training: DataFrame, *, n: int) -> DataFrame:
+    """Top ``n`` items by distinct users (ties: more events, then item_id): (rank, item_id, score)."""
+    counts = training.groupBy(C.ITEM_ID).agg(
+        F.countDistinct(C.USER_ID).alias("users"), F.sum(C.N_EVENTS).alias("events")
+    )
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    top = counts.orderBy(F.col("users").desc(), F.col("events").desc(), F.col(C.ITEM_ID)).limit(n).collect()
+    rows = [(rank, r[C.ITEM_ID], float(r["users"])) for rank, r in enumerate(top, start=1)]
+    return training.sparkSession.createDataFrame(rows, f"{C.RANK} int, {C.ITEM_ID} string, {C.SCORE} double")
