@@ -1,0 +1,56 @@
+"""models.topn: exact top-N with seen items excluded equals a brute-force full sort."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import topn
+from transforms import columns as C
+
+
+def brute_force(scores: np.ndarray, seen: set[tuple[int, int]], n: int) -> list[list[int]]:
+    out = []
+    for r, row in enumerate(scores):
+        candidates = [(-row[c], c) for c in range(len(row)) if (r, c) not in seen]
+        out.append([c for _, c in sorted(candidates)[:n]])
+    return out
+
+
+def test_top_n_indices_breaks_ties_by_column():
+    scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    assert topn.top_n_indices(scores, 2).tolist() == [[1, 2], [0, 1]]
+    assert topn.top_n_indices(scores, 5).tolist() == [[1, 2, 4, 3, 0], [0, 1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_score_block_equals_brute_force_with_ties_and_exclusions(seed):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(-2, 3, size=(30, 3)).astype(np.float32)  # small integers: many exact ties
+    items = rng.integers(-2, 3, size=(25, 3)).astype(np.float32)
+    seen = {(int(r), int(c)) for r, c in zip(rng.integers(0, 30, 120), rng.integers(0, 25, 120))}
+    rows = np.array([r for r, _ in seen])
+    cols = np.array([c for _, c in seen])
+    top, vals = topn.score_block(users, items, rows, cols, 7)
+    expected = brute_force(users @ items.T, seen, 7)
+    got = [[int(c) for c, v in zip(t, s) if np.isfinite(v)] for t, s in zip(top, vals)]
+    assert got == expected
+
+
+def test_recommend_top_n_on_spark_excludes_seen_and_keeps_every_user(spark):
+    rng = np.random.default_rng(3)
+    user_vecs = rng.normal(size=(12, 4)).astype(np.float32)
+    item_vecs = rng.normal(size=(9, 4)).astype(np.float32)
+    users = spark.createDataFrame([(i, v.tolist()) for i, v in enumerate(user_vecs)], f"{C.USER_IDX} int, {C.FEATURES} array<float>")
+    items = spark.createDataFrame([(i, v.tolist()) for i, v in enumerate(item_vecs)], f"{C.ITEM_IDX} int, {C.FEATURES} array<float>")
+    seen_pairs = {(u, (u * 3 + k) % 9) for u in range(12) for k in range(u % 4)}
+    seen_pairs |= {(11, i) for i in range(9)}  # a user who has seen every item gets nothing
+    seen = spark.createDataFrame(sorted(seen_pairs), f"{C.USER_IDX} int, {C.ITEM_IDX} int")
+    out = topn.recommend_top_n(users, items, seen, n=5, block_bytes=4 * 9 * 5).collect()  # 5-user blocks
+    by_user: dict[int, list] = {}
+    for r in sorted(out, key=lambda r: (r[C.USER_IDX], r[C.RANK])):
+        by_user.setdefault(r[C.USER_IDX], []).append(r[C.ITEM_IDX])
+    expected = brute_force(user_vecs @ item_vecs.T, seen_pairs, 5)
+    assert by_user == {u: e for u, e in enumerate(expected) if e}
+    assert 11 not in by_user
+    ranks = [r[C.RANK] for r in sorted(out, key=lambda r: (r[C.USER_IDX], r[C.RANK])) if r[C.USER_IDX] == 0]
+    assert ranks == [1, 2, 3, 4, 5]
