@@ -33,7 +33,7 @@ $(SERVING_VENV)/.installed: requirements/serving.lock setup.py
 
 ## The main job: generate a sample log, run the nightly flow locally, serve it, send real lookups, stop.
 demo: setup
-	scripts/demo.sh "$(DEMO_LAKE)"
+	$(PY) scripts/demo.py --lake "$(DEMO_LAKE)"
 
 ## The whole test suite (unit, integration, serving, spark-submit).
 test: setup

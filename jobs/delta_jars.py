@@ -1,0 +1,58 @@
+"""Fetch Delta Lake's jars with Maven into a folder, for when Spark's Ivy cannot download them itself.
+
+    python -m jobs.delta_jars --dest .jars      (or: make delta-jars)
+
+Then run any job with --jars-dir .jars (or RECSYS_JARS_DIR=.jars); a container image copies the same jars into
+$SPARK_HOME/jars. Only Delta and its runtime dependencies are fetched: Spark's own jars come with pyspark.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.recsys</groupId><artifactId>delta-jars</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId><version>{version}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+
+def fetch(dest: Path, coordinate: str) -> list[Path]:
+    if shutil.which("mvn") is None:
+        raise SystemExit("mvn not found: install Maven (apt-get install maven) or let Spark's Ivy fetch "
+                         f"{coordinate} (needs access to Maven Central)")
+    group, artifact, version = coordinate.split(":")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pom.xml").write_text(POM.format(group=group, artifact=artifact, version=version))
+        cmd = ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={dest.resolve()}",
+               "-DincludeScope=runtime"]
+        result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"Maven could not fetch {coordinate}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    return sorted(dest.glob("*.jar"))
+
+
+def main(argv=None) -> int:
+    from jobs.spark_session import delta_maven_coordinate
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dest", default=".jars", help="folder to copy the jars into")
+    parser.add_argument("--coordinate", default=None, help="Maven coordinate (default: matches pyspark and delta-spark)")
+    args = parser.parse_args(argv)
+    coordinate = args.coordinate or delta_maven_coordinate()
+    jars = fetch(Path(args.dest), coordinate)
+    print(f"{coordinate}: {len(jars)} jars in {args.dest}: " + ", ".join(p.name for p in jars))
+    print(f"run jobs with --jars-dir {args.dest} (or RECSYS_JARS_DIR={args.dest})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
