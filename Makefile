@@ -8,7 +8,7 @@ SNAPSHOTS ?= $(DEMO_LAKE)/snapshots
 PYTEST_ARGS ?=
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup demo test serve delta-jars clean prereqs
+.PHONY: setup demo test serve delta-jars clean prereqs manifests pipeline
 
 setup: $(VENV)/.installed $(SERVING_VENV)/.installed
 
@@ -50,3 +50,9 @@ delta-jars: $(VENV)/.installed
 
 clean:
 	rm -rf $(DEMO_LAKE) spark-warehouse metastore_db derby.log .pytest_cache
+
+## Regenerate the SparkApplication manifests (deploy/k8s) and the compiled Kubeflow pipeline from their sources.
+manifests: $(VENV)/.installed
+	$(PY) -m deploy.spark_apps --out deploy/k8s
+pipeline: $(VENV)/.installed
+	$(PY) -m deploy.kubeflow.pipeline --output deploy/kubeflow/nightly_pipeline.yaml

@@ -8,6 +8,7 @@ $SPARK_HOME/jars. Only Delta and its runtime dependencies are fetched: Spark's o
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -40,15 +41,43 @@ def fetch(dest: Path, coordinate: str) -> list[Path]:
     return sorted(dest.glob("*.jar"))
 
 
+def artifact_name(jar: Path) -> str:
+    """'jackson-core-2.13.5.jar' -> 'jackson-core' (the name without its version)."""
+    return re.sub(r"-[0-9][0-9A-Za-z.\-]*$", "", jar.stem)
+
+
+def drop_provided(jars: list[Path], provided_dir: Path) -> list[Path]:
+    """Delete jars whose artifact Spark already ships (other versions of jackson, log4j, hadoop...): on one
+    classpath two versions of a library conflict. Returns the jars kept."""
+    provided = {artifact_name(p) for p in provided_dir.glob("*.jar")}
+    kept = []
+    for jar in jars:
+        if artifact_name(jar) in provided:
+            jar.unlink()
+        else:
+            kept.append(jar)
+    return kept
+
+
+def pyspark_jars_dir() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "jars"
+
+
 def main(argv=None) -> int:
     from jobs.spark_session import delta_maven_coordinate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dest", default=".jars", help="folder to copy the jars into")
     parser.add_argument("--coordinate", default=None, help="Maven coordinate (default: matches pyspark and delta-spark)")
+    parser.add_argument("--keep-provided", action="store_true",
+                        help="keep jars Spark already ships (by default they are dropped to avoid version conflicts)")
     args = parser.parse_args(argv)
     coordinate = args.coordinate or delta_maven_coordinate()
     jars = fetch(Path(args.dest), coordinate)
+    if not args.keep_provided:
+        jars = drop_provided(jars, pyspark_jars_dir())
     print(f"{coordinate}: {len(jars)} jars in {args.dest}: " + ", ".join(p.name for p in jars))
     print(f"run jobs with --jars-dir {args.dest} (or RECSYS_JARS_DIR={args.dest})")
     return 0
