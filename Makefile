@@ -15,11 +15,13 @@ setup: $(VENV)/.installed $(SERVING_VENV)/.installed
 prereqs:
 	@scripts/check_prereqs.sh "$(PY312)"
 
-$(VENV)/.installed: requirements/batch.lock setup.py
+$(VENV)/.installed: requirements/batch.lock requirements/dev.lock setup.py
 	@scripts/check_prereqs.sh "$(PY312)"
+	-@$(MAKE) --no-print-directory blas
 	test -x $(VENV)/bin/python || "$(PY312)" -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements/batch.lock
+	$(VENV)/bin/pip install -q -r requirements/dev.lock
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
@@ -56,3 +58,42 @@ manifests: $(VENV)/.installed
 	$(PY) -m deploy.spark_apps --out deploy/k8s
 pipeline: $(VENV)/.installed
 	$(PY) -m deploy.kubeflow.pipeline --output deploy/kubeflow/nightly_pipeline.yaml
+
+## Benchmark the lookup service against a trivial model in the same seldon-core-microservice (needs wrk:
+## apt-get install wrk); writes bench/results/serving.json.
+.PHONY: bench-serving
+bench-serving: $(SERVING_VENV)/.installed
+	$(SERVING_VENV)/bin/python bench/serving.py
+
+## Benchmark batch scoring (models.topn) against Spark's recommendForAllUsers and the implicit library on the
+## same factors (implicit comes from requirements/dev.lock); writes bench/results/scoring.json. Takes many minutes.
+.PHONY: bench-scoring
+bench-scoring: $(VENV)/.installed
+	$(PY) bench/scoring.py
+
+## Native BLAS for Spark ALS (several times faster than netlib's Java fallback): Debian's OpenBLAS becomes
+## libblas.so.3, which Spark's dev.ludovic.netlib JNIBLAS loads. Installs as root; otherwise prints the command.
+.PHONY: blas
+blas:
+	@if ldconfig -p | grep -q 'libopenblas'; then echo "native BLAS present: $$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo libopenblas)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends libopenblas0-pthread; \
+	else echo "as root run: apt-get install -y libopenblas0-pthread  (Spark ALS falls back to a slow Java BLAS without it)"; fi
+
+## Benchmark ALS training per iteration against the implicit library (requirements/dev.lock) at 1M and 10M
+## pairs; writes bench/results/training.json. Takes many minutes.
+.PHONY: bench-training
+bench-training: $(VENV)/.installed blas
+	$(PY) bench/training.py
+
+## Benchmark the data-quality gates against ingest on 10M generated events (raw gate + ingest + silver gate,
+## side by side in one Spark session); writes bench/results/validation.json. Takes many minutes.
+.PHONY: bench-validation
+bench-validation: $(VENV)/.installed
+	$(PY) bench/validation.py
+
+## Ingest benchmark: jobs.ingest end to end vs a plain Spark copy of the same files into Delta, at 1M and 10M
+## generated events (each phase in a fresh driver, local[2]); writes bench/results/ingest.json. Takes many minutes;
+## other sizes: $(PY) bench/ingest.py --sizes 1000000,3000000
+.PHONY: bench-ingest
+bench-ingest: $(VENV)/.installed
+	$(PY) bench/ingest.py

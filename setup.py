@@ -19,8 +19,9 @@ SERVING = [
     "seldon-core==1.19.0",
     "numpy<2",
     "pyarrow>=15,<26",
+    "swagger-ui-bundle==1.1.0",
 ]
-DEV = ["pytest", "requests"]
+DEV = ["pytest", "requests", "schemathesis==4.32.5"]
 
 setup(
     name="spark-recommender",

@@ -1,13 +1,16 @@
-"""Send a lookup to the running service over REST or gRPC and print the answer as JSON.
+"""Send look-ups to the running service over REST or gRPC and print the answers as JSON.
 
-    python -m deploy.client --host 127.0.0.1 --http-port 9000 --grpc-port 5000 --protocol grpc \\
-        --user-id 42 --k 10 [--wait-ready 30]
+    python -m deploy.client --protocol grpc --user-id 42 --k 10 [--exclude i1 i7] [--wait-ready 30]
+    python -m deploy.client --item-id i5 --k 5                                     similar items
+    python -m deploy.client --json '{"requests": [{"user_id": "42"}, {"item_id": "i5"}]}'   any jsonData
+    python -m deploy.client --protocol grpc --requests-file lookups.jsonl          one jsonData per line
 
-Prints the answer's jsonData (``{"user_id", "item_ids", "scores", "source", "model_version"}``) on stdout and exits
-0; a refused request prints ``{"error": {...}}`` on stderr and exits 1; not ready in time exits 2.
+Prints the answer's jsonData on stdout and exits 0; a refused request prints ``{"error": {...}}`` on stderr and
+exits 1; not ready in time exits 2. With ``--requests-file`` (``-`` for stdin) every line gets one output line,
+``{"ok": <jsonData>}`` or ``{"error": {"status": ..., "message": ...}}``, over one connection, and it exits 0.
 
-REST needs only the standard library, so ``lookup_rest``, ``health`` and ``wait_ready`` work from the batch venv
-too; gRPC needs seldon-core's stubs and protobuf, so it runs from the serving venv only.
+REST needs only the standard library, so ``predict_rest``, ``lookup_rest``, ``health`` and ``wait_ready`` work from
+the batch venv too; gRPC needs seldon-core's stubs and protobuf, so it runs from the serving venv only.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import urllib.request
 
 PREDICT_PATH = "/api/v1.0/predictions"
 HEALTH_PATH = "/health/status"
+# gRPC's Struct turns every number into a double; these answer fields are integers.
+_INTEGER_FIELDS = ("fallback_count",)
 
 
 class LookupFailed(Exception):
@@ -31,11 +36,15 @@ class LookupFailed(Exception):
         self.message = message
 
 
-def _request_body(user_id: str, k: int | None) -> dict:
-    payload = {"user_id": user_id}
+def lookup_body(user_id: str | None = None, k: int | None = None, *, item_id: str | None = None,
+                exclude: list[str] | None = None) -> dict:
+    """The jsonData of one look-up: by ``user_id``, or similar items of ``item_id``."""
+    payload = {"user_id": user_id} if item_id is None else {"item_id": item_id}
     if k is not None:
         payload["k"] = k
-    return {"jsonData": payload}
+    if exclude:
+        payload["exclude"] = list(exclude)
+    return payload
 
 
 def _http(method: str, url: str, body: bytes | None, timeout: float) -> tuple[int, dict]:
@@ -57,30 +66,63 @@ def _error_message(doc) -> str:
     return status.get("info", json.dumps(doc)) if isinstance(status, dict) else json.dumps(doc)
 
 
-def lookup_rest(host: str, http_port: int, user_id: str, k: int | None = None, *, timeout: float = 10.0) -> dict:
-    """POST /api/v1.0/predictions and return the answer's jsonData; raise LookupFailed on a non-200 answer."""
-    body = json.dumps(_request_body(user_id, k)).encode("utf-8")
+def predict_rest(host: str, http_port: int, json_data, *, timeout: float = 10.0) -> dict:
+    """POST {"jsonData": json_data} and return the answer's jsonData; raise LookupFailed on a non-200 answer."""
+    body = json.dumps({"jsonData": json_data}).encode("utf-8")
     status, doc = _http("POST", f"http://{host}:{http_port}{PREDICT_PATH}", body, timeout)
     if status != 200:
         raise LookupFailed(status, _error_message(doc))
     return doc["jsonData"]
 
 
-def lookup_grpc(host: str, grpc_port: int, user_id: str, k: int | None = None, *, timeout: float = 10.0) -> dict:
-    """Model/Predict with jsonData; return the answer's jsonData (numbers come back as floats, as Struct has it)."""
-    # Imported here, not at the top: the batch venv has protobuf 6, which seldon-core's generated stubs reject.
-    import grpc
-    from google.protobuf import json_format, struct_pb2
-    from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
+def lookup_rest(host: str, http_port: int, user_id: str, k: int | None = None, *, timeout: float = 10.0,
+                exclude: list[str] | None = None) -> dict:
+    """Top-k for one user over REST (see predict_rest)."""
+    return predict_rest(host, http_port, lookup_body(user_id, k, exclude=exclude), timeout=timeout)
 
-    payload = json_format.ParseDict(_request_body(user_id, k)["jsonData"], struct_pb2.Value())
-    with grpc.insecure_channel(f"{host}:{grpc_port}") as channel:
-        stub = prediction_pb2_grpc.ModelStub(channel)
+
+class GrpcClient:
+    """One gRPC channel to the service's Model/Predict, for many calls."""
+
+    def __init__(self, host: str, grpc_port: int):
+        # Imported here, not at the top: the batch venv has protobuf 6, which seldon-core's generated stubs reject.
+        import grpc
+        from google.protobuf import json_format, struct_pb2
+        from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
+
+        self._grpc, self._json_format, self._struct_pb2, self._pb2 = grpc, json_format, struct_pb2, prediction_pb2
+        self._channel = grpc.insecure_channel(f"{host}:{grpc_port}")
+        self._stub = prediction_pb2_grpc.ModelStub(self._channel)
+
+    def predict(self, json_data, *, timeout: float = 10.0) -> dict:
+        """Model/Predict with jsonData; the answer's jsonData (integer fields turned back into ints)."""
+        payload = self._json_format.ParseDict(json_data, self._struct_pb2.Value())
         try:
-            response = stub.Predict(prediction_pb2.SeldonMessage(jsonData=payload), timeout=timeout)
-        except grpc.RpcError as exc:
+            response = self._stub.Predict(self._pb2.SeldonMessage(jsonData=payload), timeout=timeout)
+        except self._grpc.RpcError as exc:
             raise LookupFailed(exc.code().name, exc.details() or "") from None
-    return json_format.MessageToDict(response.jsonData)
+        return _integers_back(self._json_format.MessageToDict(response.jsonData))
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _integers_back(answer):
+    if isinstance(answer, dict):
+        for result in answer.get("results", [answer]):
+            for field in _INTEGER_FIELDS:
+                if isinstance(result.get(field), float) and result[field].is_integer():
+                    result[field] = int(result[field])
+    return answer
+
+
+def lookup_grpc(host: str, grpc_port: int, user_id: str, k: int | None = None, *, timeout: float = 10.0,
+                exclude: list[str] | None = None) -> dict:
+    client = GrpcClient(host, grpc_port)
+    try:
+        return client.predict(lookup_body(user_id, k, exclude=exclude), timeout=timeout)
+    finally:
+        client.close()
 
 
 def health(host: str, http_port: int, *, timeout: float = 2.0) -> tuple[int, dict]:
@@ -115,14 +157,41 @@ def wait_ready(host: str, http_port: int, timeout: float, *, grpc_port: int | No
     return doc
 
 
+def _many(args, lines) -> int:
+    """--requests-file: one jsonData per input line, one result per output line, one connection."""
+    client = GrpcClient(args.host, args.grpc_port) if args.protocol == "grpc" else None
+    try:
+        for line in lines:
+            if not line.strip():
+                continue
+            json_data = json.loads(line)
+            try:
+                if client is not None:
+                    result = {"ok": client.predict(json_data, timeout=args.timeout)}
+                else:
+                    result = {"ok": predict_rest(args.host, args.http_port, json_data, timeout=args.timeout)}
+            except LookupFailed as exc:
+                result = {"error": {"status": exc.status, "message": exc.message}}
+            print(json.dumps(result), flush=True)
+    finally:
+        if client is not None:
+            client.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.client", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, default=9000)
     parser.add_argument("--grpc-port", type=int, default=5000)
     parser.add_argument("--protocol", choices=["rest", "grpc"], default="rest")
-    parser.add_argument("--user-id", required=True)
-    parser.add_argument("--k", type=int, default=None, help="number of items (default: the service's default, 10)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--user-id", help="top-k for this user")
+    what.add_argument("--item-id", help="items similar to this item")
+    what.add_argument("--json", help="a whole jsonData document, e.g. a batch")
+    what.add_argument("--requests-file", help="a file of jsonData documents, one per line ('-' = stdin)")
+    parser.add_argument("--k", type=int, default=None, help="number of items (default: the service's, 10)")
+    parser.add_argument("--exclude", nargs="*", default=None, metavar="ITEM_ID", help="item ids to leave out")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     parser.add_argument("--wait-ready", type=float, default=0.0, metavar="SECONDS",
                         help="first poll /health/status (and the gRPC port for --protocol grpc) for up to SECONDS")
@@ -135,11 +204,23 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError as exc:
             print(json.dumps({"error": {"status": "NOT_READY", "message": str(exc)}}), file=sys.stderr)
             return 2
+    if args.requests_file:
+        if args.requests_file == "-":
+            return _many(args, sys.stdin)
+        with open(args.requests_file) as lines:
+            return _many(args, lines)
+
+    json_data = json.loads(args.json) if args.json else lookup_body(args.user_id, args.k, item_id=args.item_id,
+                                                                     exclude=args.exclude)
     try:
         if args.protocol == "rest":
-            answer = lookup_rest(args.host, args.http_port, args.user_id, args.k, timeout=args.timeout)
+            answer = predict_rest(args.host, args.http_port, json_data, timeout=args.timeout)
         else:
-            answer = lookup_grpc(args.host, args.grpc_port, args.user_id, args.k, timeout=args.timeout)
+            client = GrpcClient(args.host, args.grpc_port)
+            try:
+                answer = client.predict(json_data, timeout=args.timeout)
+            finally:
+                client.close()
     except LookupFailed as exc:
         print(json.dumps({"error": {"protocol": args.protocol, "status": exc.status, "message": exc.message}}),
               file=sys.stderr)

@@ -72,8 +72,13 @@ def start_service(
     threads: int = 2,
     grpc_workers: int = 1,
     grpc_threads: int = 2,
+    **options,
 ) -> RunningService:
-    """Start ``python -m deploy.serve`` from the serving venv on free ports; output goes to ``log_path``."""
+    """Start ``python -m deploy.serve`` from the serving venv on free ports; output goes to ``log_path``.
+
+    ``options`` are further deploy.serve flags by their Python name, e.g. ``cache_dir=..., poll_seconds=0.2,
+    max_batch=10, metrics_flush_seconds=0, interface="bench.serving.FloorModel"``.
+    """
     python = serving_python()
     if not python.is_file():
         raise FileNotFoundError(f"{python} not found: create the serving venv (make setup) or set {SERVING_VENV_ENV}")
@@ -89,6 +94,8 @@ def start_service(
         "--grpc-workers", str(grpc_workers),
         "--grpc-threads", str(grpc_threads),
     ]
+    for name, value in options.items():
+        command += ["--" + name.replace("_", "-"), str(value)]
     log_path = Path(log_path)
     # gunicorn >= 25.1 opens a control socket under $XDG_RUNTIME_DIR (else ~/.gunicorn): one folder per service.
     run_dir = log_path.parent / f"run-{http_port}"
@@ -161,6 +168,17 @@ def running_service(
         stop_service(service)
 
 
+def _list_table(key_column: str, lists: dict[str, list[tuple[str, float]]]) -> pa.Table:
+    keys = list(lists)
+    return pa.table(
+        {
+            key_column: pa.array(keys, pa.string()),
+            "item_ids": pa.array([[i for i, _ in lists[key]] for key in keys], pa.list_(pa.string())),
+            "scores": pa.array([[s for _, s in lists[key]] for key in keys], pa.list_(pa.float32())),
+        }
+    )
+
+
 def write_snapshot(
     root: str | os.PathLike,
     *,
@@ -168,28 +186,27 @@ def write_snapshot(
     n: int,
     user_recommendations: dict[str, list[tuple[str, float]]],
     popular_items: list[tuple[str, float]],
+    similar_items: dict[str, list[tuple[str, float]]] | None = None,
     files_per_table: int = 1,
     publish: bool = True,
 ) -> Path:
     """Write a snapshot version with the contract's schemas (rows split over ``files_per_table`` parquet files),
-    its manifest, and (``publish``) point LATEST at it. Returns the version folder."""
+    its manifest, and (``publish``) point LATEST at it. ``similar_items`` (item -> similar items) is optional, as
+    in the contract. Returns the version folder."""
     version_dir = Path(root) / model_version
-    users = list(user_recommendations)
-    recs = pa.table(
-        {
-            "user_id": pa.array(users, pa.string()),
-            "item_ids": pa.array([[i for i, _ in user_recommendations[u]] for u in users], pa.list_(pa.string())),
-            "scores": pa.array([[s for _, s in user_recommendations[u]] for u in users], pa.list_(pa.float32())),
-        }
-    )
-    popular = pa.table(
-        {
-            "rank": pa.array(range(1, len(popular_items) + 1), pa.int32()),
-            "item_id": pa.array([i for i, _ in popular_items], pa.string()),
-            "score": pa.array([s for _, s in popular_items], pa.float64()),
-        }
-    )
-    for name, table in (("user_recommendations", recs), ("popular_items", popular)):
+    tables = {
+        "user_recommendations": _list_table("user_id", user_recommendations),
+        "popular_items": pa.table(
+            {
+                "rank": pa.array(range(1, len(popular_items) + 1), pa.int32()),
+                "item_id": pa.array([i for i, _ in popular_items], pa.string()),
+                "score": pa.array([s for _, s in popular_items], pa.float64()),
+            }
+        ),
+    }
+    if similar_items is not None:
+        tables["similar_items"] = _list_table("item_id", similar_items)
+    for name, table in tables.items():
         folder = version_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         step = max(1, -(-table.num_rows // files_per_table))

@@ -6,11 +6,13 @@ The serving venv comes from RECSYS_SERVING_VENV (default <repo>/.venv-serving).
 """
 from __future__ import annotations
 
+import json
+import subprocess
 from dataclasses import dataclass, field
 
 import pytest
 
-from deploy.testing import running_service, serving_python, write_snapshot
+from deploy.testing import REPO_ROOT, running_service, serving_python, write_snapshot
 
 
 @dataclass(frozen=True)
@@ -28,16 +30,39 @@ class SnapshotSpec:
         "a": [("i2", 0.1)],              # a shorter id than the others, to test prefix look-ups
     })
     popular_items: list = field(default_factory=lambda: [
-        ("i2", 100.0), ("i1", 90.0), ("i3", 80.5), ("i4", 70.0), ("i5", 60.0), ("i6", 50.0),
+        ("i2", 100.0), ("i1", 90.0), ("i3", 80.5), ("i4", 70.0), ("i5", 60.0), ("i6", 50.0), ("i7", 40.0),
+        ("i8", 30.0),
     ])
+    similar_items: dict = field(default_factory=lambda: {
+        "i1": [("i2", 0.9), ("i3", 0.8), ("i5", 0.7), ("i6", 0.6), ("i7", 0.5)],
+        "i2": [("i1", 0.9)],
+    })
 
     def personal(self, user_id: str, k: int) -> tuple[list[str], list[float]]:
         pairs = self.user_recommendations[user_id][:k]
         return [i for i, _ in pairs], [s for _, s in pairs]
 
-    def popular(self, k: int) -> tuple[list[str], list[float]]:
-        pairs = self.popular_items[:k]
+    def popular(self, k: int, skip=()) -> tuple[list[str], list[float]]:
+        pairs = [(i, s) for i, s in self.popular_items if i not in skip][:k]
         return [i for i, _ in pairs], [s for _, s in pairs]
+
+    def expected_user(self, user_id: str, k: int, exclude=()) -> dict:
+        """The documented answer: the user's list minus exclusions, padded from popular items not yet in it."""
+        own = [(i, s) for i, s in self.user_recommendations.get(user_id, []) if i not in exclude][:k]
+        return self._answer({"user_id": user_id}, own, k, set(exclude), "personal")
+
+    def expected_similar(self, item_id: str, k: int, exclude=()) -> dict:
+        banned = set(exclude) | {item_id}
+        own = [(i, s) for i, s in self.similar_items.get(item_id, []) if i not in banned][:k]
+        return self._answer({"item_id": item_id}, own, k, banned, "similar")
+
+    def _answer(self, key: dict, own: list, k: int, banned: set, name: str) -> dict:
+        taken = banned | {i for i, _ in own}
+        pad = [(i, s) for i, s in self.popular_items if i not in taken][: k - len(own)]
+        pairs = own + pad
+        source = name if not pad else ("popular" if not own else f"{name}+popular")
+        return {**key, "item_ids": [i for i, _ in pairs], "scores": [s for _, s in pairs], "source": source,
+                "fallback_count": len(pad), "model_version": self.model_version}
 
 
 @pytest.fixture(scope="session")
@@ -45,16 +70,12 @@ def snapshot_spec() -> SnapshotSpec:
     return SnapshotSpec()
 
 
-def publish_spec(root, spec: SnapshotSpec):
+def publish_spec(root, spec: SnapshotSpec, **overrides):
     """Write ``spec`` under ``root`` (two files per table) and point LATEST at it; returns the version folder."""
-    return write_snapshot(
-        root,
-        model_version=spec.model_version,
-        n=spec.n,
-        user_recommendations=spec.user_recommendations,
-        popular_items=spec.popular_items,
-        files_per_table=2,
-    )
+    options = dict(model_version=spec.model_version, n=spec.n, user_recommendations=spec.user_recommendations,
+                   popular_items=spec.popular_items, similar_items=spec.similar_items, files_per_table=2)
+    options.update(overrides)
+    return write_snapshot(root, **options)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +93,31 @@ def serving_venv_python():
     return python
 
 
-@pytest.fixture(scope="module")
-def service(snapshot_root, serving_venv_python, tmp_path_factory):
-    """The real seldon-core-microservice (2 REST workers, 1 gRPC process) on the fixture snapshot."""
-    log_path = tmp_path_factory.mktemp("service") / "service.log"
-    with running_service(snapshot_root, log_path=log_path, ready_timeout=45, workers=2, threads=2) as running:
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, snapshot_spec, serving_venv_python):
+    """The real seldon-core-microservice (2 REST workers x 2 threads, 1 gRPC process) on the fixture snapshot.
+
+    Metrics are handed to Seldon on every request (metrics_flush_seconds=0) so tests can read them at once.
+    """
+    root = tmp_path_factory.mktemp("service-snapshots")
+    publish_spec(root, snapshot_spec)
+    work = tmp_path_factory.mktemp("service")
+    with running_service(root, log_path=work / "service.log", ready_timeout=45, workers=2, threads=2,
+                         cache_dir=work / "cache", metrics_flush_seconds=0, poll_seconds=5) as running:
         yield running
+
+
+def grpc_calls(service, python, payloads: list) -> list[dict]:
+    """Send each jsonData in ``payloads`` over gRPC (one client process, one channel); one result dict each:
+    ``{"ok": jsonData}`` or ``{"error": {"status": ..., "message": ...}}``."""
+    lines = "\n".join(json.dumps(p) for p in payloads) + "\n"
+    done = subprocess.run(
+        [str(python), "-m", "deploy.client", "--protocol", "grpc", "--host", service.host,
+         "--http-port", str(service.http_port), "--grpc-port", str(service.grpc_port), "--wait-ready", "20",
+         "--requests-file", "-"],
+        input=lines, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == len(payloads), done.stdout + done.stderr
+    return results

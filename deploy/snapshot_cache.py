@@ -1,0 +1,169 @@
+"""The per-pod snapshot cache: verify and convert a published snapshot once, memory-map it in every process.
+
+Every gunicorn worker and gRPC process of the service needs the same arrays. Building them in each process would
+cost each one the parquet read (seconds for millions of users) and a private copy in memory. Instead::
+
+    <cache_root>/<model_version>.<manifest sha256[:16]>/     *.npy arrays + info.json (written, then renamed in)
+    <cache_root>/<model_version>.<manifest sha256[:16]>.refused    why that snapshot failed its checks
+    <cache_root>/<model_version>.<manifest sha256[:16]>.lock       flock: one process builds, the others wait
+
+The first process to want a version takes the lock and runs the builder as a separate, lower-priority process
+(``python -m deploy.snapshot_cache build ...``), so its parquet reading never competes for the serving process's
+GIL or keeps its memory. The builder verifies the snapshot (manifest, checksums, row counts, schemas, then the
+consistency checks of deploy.lookup) and writes either the arrays or a ``.refused`` note. Every process then
+memory-maps the arrays, so the pages are shared: the pod holds one copy per version, whatever the worker count.
+
+The key includes the manifest's checksum, which covers every file's checksum: a re-published version with new
+content gets a new key. The cache root must be local to the pod (an emptyDir), never shared between pods.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.lookup import LoadedSnapshot, load_version, open_arrays, save_arrays
+from deploy.snapshot import MANIFEST_NAME, SnapshotError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXIT_REFUSED = 3
+EXIT_CHANGED = 4
+KEEP_VERSIONS = 3
+BUILDER_NICE = 19
+
+
+class BuildFailed(RuntimeError):
+    """The builder could not finish (crashed, killed, timed out): not a verdict on the snapshot; try again later."""
+
+
+@dataclass(frozen=True)
+class SnapshotKey:
+    """Which published snapshot: the version folder and the checksum of its manifest."""
+
+    version_dir: Path
+    manifest_sha256: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.version_dir.name}.{self.manifest_sha256[:16]}"
+
+
+def snapshot_key(version_dir: str | os.PathLike) -> SnapshotKey:
+    """Cheap (reads manifest.json only): what the service compares on every poll."""
+    version_dir = Path(version_dir)
+    try:
+        data = (version_dir / MANIFEST_NAME).read_bytes()
+    except FileNotFoundError:
+        raise SnapshotError(f"no {MANIFEST_NAME} in {version_dir}: the snapshot is incomplete") from None
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {version_dir / MANIFEST_NAME}: {exc}") from exc
+    return SnapshotKey(version_dir, hashlib.sha256(data).hexdigest())
+
+
+def load_cached(key: SnapshotKey, cache_root: str | os.PathLike, *, timeout: float = 900.0) -> LoadedSnapshot:
+    """The snapshot ``key`` names, memory-mapped from the cache, building it first if no process has yet.
+
+    Raises SnapshotError when the snapshot fails its checks (now or in an earlier attempt by any process of the
+    pod), BuildFailed when the builder could not finish.
+    """
+    root = Path(cache_root)
+    root.mkdir(parents=True, exist_ok=True)
+    entry, refused = root / key.name, root / f"{key.name}.refused"
+    with open(root / f"{key.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if not entry.is_dir() and not refused.is_file():
+            _run_builder(key, root, timeout)
+    if refused.is_file():
+        raise SnapshotError(json.loads(refused.read_text())["error"])
+    if not entry.is_dir():
+        raise BuildFailed(f"the builder finished but {entry} is missing")
+    return open_arrays(entry, key.version_dir)
+
+
+def _run_builder(key: SnapshotKey, root: Path, timeout: float) -> None:
+    command = [sys.executable, "-m", "deploy.snapshot_cache", "build", "--snapshot-dir", str(key.version_dir),
+               "--cache-root", str(root), "--expect-manifest-sha256", key.manifest_sha256]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BuildFailed(f"building the cache for {key.version_dir} took over {timeout:g} s; gave up") from None
+    if done.returncode == 0 or done.returncode == EXIT_REFUSED:
+        return
+    if done.returncode == EXIT_CHANGED:
+        raise BuildFailed(f"{key.version_dir} changed while it was being read; will retry")
+    tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+    raise BuildFailed(f"the cache builder for {key.version_dir} exited with {done.returncode} after "
+                      f"{time.monotonic() - started:.1f} s: " + " | ".join(tail))
+
+
+def build(version_dir: Path, cache_root: Path, expect_manifest_sha256: str | None = None) -> int:
+    """Verify ``version_dir`` and write its cache entry (exit 0) or its ``.refused`` note (exit 3)."""
+    key = snapshot_key(version_dir)
+    if expect_manifest_sha256 and key.manifest_sha256 != expect_manifest_sha256:
+        print(f"{version_dir / MANIFEST_NAME} changed since it was polled", file=sys.stderr)
+        return EXIT_CHANGED
+    entry = cache_root / key.name
+    tmp = cache_root / f".tmp-{key.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        snapshot = load_version(version_dir)
+        if snapshot_key(version_dir) != key:  # re-published while being read: what was read may be a mix
+            print(f"{version_dir} was re-published while it was being read", file=sys.stderr)
+            return EXIT_CHANGED
+        save_arrays(snapshot, tmp)
+        if not entry.is_dir():  # another builder may have finished first; either copy is the same
+            os.rename(tmp, entry)
+    except SnapshotError as exc:
+        note = cache_root / f"{key.name}.refused"
+        note.with_suffix(".refused.tmp").write_text(json.dumps({"error": str(exc)}))
+        os.replace(note.with_suffix(".refused.tmp"), note)
+        print(f"refused {version_dir}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps({"cache_entry": str(entry), "model_version": snapshot.model_version,
+                      "users": snapshot.user_count, "similar_items": snapshot.similar_count,
+                      "bytes": snapshot.nbytes(), "bytes_per_user": round(snapshot.bytes_per_user(), 1)}))
+    prune(cache_root, keep=KEEP_VERSIONS)
+    return 0
+
+
+def prune(cache_root: Path, *, keep: int) -> None:
+    """Remove all but the ``keep`` newest entries (and their notes). Processes that still map a removed entry
+    keep reading it: on Linux, unlinked files live until their last mapping closes."""
+    entries = sorted((p for p in cache_root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    notes = sorted(cache_root.glob("*.refused"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in notes[keep:]:
+        old.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.snapshot_cache", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build_cmd = sub.add_parser("build", help="verify a snapshot version and write its cache entry")
+    build_cmd.add_argument("--snapshot-dir", required=True, type=Path)
+    build_cmd.add_argument("--cache-root", required=True, type=Path)
+    build_cmd.add_argument("--expect-manifest-sha256", default=None)
+    args = parser.parse_args(argv)
+    os.nice(BUILDER_NICE)  # the lowest priority: serving processes come first, the build uses what they leave
+    args.cache_root.mkdir(parents=True, exist_ok=True)
+    return build(args.snapshot_dir, args.cache_root, args.expect_manifest_sha256)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
