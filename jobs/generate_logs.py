@@ -1,45 +1,98 @@
-"""Generate a synthetic ratings log with Spark: clustered tastes, skewed popularity, and injected faults.
+"""Generate a synthetic interaction log with Spark: clustered tastes, skewed popularity, and injected faults.
 
     python -m jobs.generate_logs --output ./sample/ratings --users 2000 --items 500 --ratings 100000 --seed 7
+    python -m jobs.generate_logs --kind events --output ./incoming/day1 --events 1000000 --start-date 2024-03-01
 
-Writes headerless MovieLens-style CSV lines (user,item,rating,unix_ts; ingest with --format movielens) into
---output as part files. Every value is a hash of (seed, row id), so the output is the same for a seed whatever
-the cluster size. Users and items fall into --clusters taste groups: a user rates mostly items of their own
-group, and rates them high, so a recommender has something real to learn. --fault-rate of the lines are
-malformed (wrong field count, missing ids, bad or out-of-range ratings, future timestamps) and --duplicate-rate
-of them replay an earlier line exactly; ingest must quarantine the first and drop the second.
+Every value is a hash of (seed, row id), so the output is the same for a seed whatever the cluster size, and the
+job scales like any Spark job (10^8 events is a matter of executors). Users and items fall into --clusters taste
+groups: a user interacts mostly with items of their own group, so a recommender has something real to learn.
+
+--kind ratings (default) writes headerless MovieLens-style CSV lines (user,item,rating,unix_ts; ingest with
+--format movielens). --fault-rate of the lines are malformed (wrong field count, missing ids, bad or out-of-range
+ratings, future timestamps) and --duplicate-rate of them replay an earlier line exactly.
+
+--kind events writes an event log (CSV lines user_id,item_id,event_type,event_ts,value,event_id for --format
+events, or JSON lines for --format events-json): Zipf-like user and item popularity, sessions of --session-length
+events whose types follow a funnel (view -> click -> add_to_cart -> purchase, some ratings; a session opens with
+a view and its deeper steps are on that first item), weekly and daily seasonality over --days days from
+--start-date, and --late-rate of the sessions dated 1-3 days before --start-date (late arrivals). Injected faults, each at its own rate: --fault-rate
+malformed lines, missing fields, unparseable and future timestamps, unknown event types and bad values;
+--duplicate-rate exact replays; --near-duplicate-rate replays of the same event formatted differently (unix
+time instead of ISO, upper-case type, padded ids); --bot-users users with --bot-events events each in one day;
+--invalid-utf8-lines lines with bytes that are not UTF-8, written as an extra part file through the Hadoop
+FileSystem API (Spark's text writer only writes valid strings). EVENT_FAULTS maps each fault to the reason
+jobs.ingest must give it.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # spark-submit jobs/generate_logs.py: import the project from its root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.cli import base_parser, spark_from_args
+from transforms import parse
 
 START_TS = 1_600_000_000  # 2020-09-13
 SPAN_S = 365 * 86_400
 FAULT_KINDS = ("wrong_field_count", "missing_user_id", "bad_rating", "rating_out_of_range", "future_timestamp")
+KINDS = ("ratings", "events")
+
+# --kind events: each injected fault and the reason jobs.ingest gives it ("malformed_line" depends on the format).
+EVENT_FAULTS = {
+    "malformed_line": {"csv": parse.WRONG_FIELD_COUNT, "json": parse.MALFORMED_JSON},
+    "missing_user_id": parse.MISSING_USER_ID,
+    "missing_item_id": parse.MISSING_ITEM_ID,
+    "missing_timestamp": parse.MISSING_TIMESTAMP,
+    "bad_timestamp": parse.BAD_TIMESTAMP,
+    "future_timestamp": parse.FUTURE_TIMESTAMP,
+    "unknown_event_type": parse.UNKNOWN_EVENT_TYPE,
+    "bad_value": parse.BAD_VALUE,
+}
+# Labels of the rows that are not faults: what ingest does with them.
+GOOD, EXACT_DUPLICATE, NEAR_DUPLICATE, BOT, INVALID_UTF8 = "good", "duplicate", "near_duplicate", "bot", "invalid_utf8"
+FUNNEL = (("view", 0.70), ("click", 0.85), ("add_to_cart", 0.93), ("purchase", 0.97), ("rating", 1.0))
+WEEKDAY_FACTOR = (1.0, 0.95, 0.95, 1.0, 1.1, 1.35, 1.3)  # Monday .. Sunday
+HOUR_FACTOR = (0.3, 0.2, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.8, 0.9, 1.0, 1.0,
+               1.1, 1.0, 0.9, 0.9, 1.0, 1.2, 1.5, 1.8, 1.9, 1.6, 1.1, 0.6)
+INVALID_UTF8_FILE = "part-99999-invalid-utf8"
 
 
 def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="folder to write the part files into (replaced)")
+    parser.add_argument("--kind", choices=KINDS, default="ratings", help="ratings file or event log")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=500)
-    parser.add_argument("--ratings", type=int, default=100_000, help="lines before duplicates are added")
+    parser.add_argument("--ratings", type=int, default=100_000, help="ratings: lines before duplicates are added")
     parser.add_argument("--clusters", type=int, default=8, help="taste groups of users and items")
     parser.add_argument("--in-cluster", type=float, default=0.85, help="share of a user's ratings inside their group")
     parser.add_argument("--fault-rate", type=float, default=0.01, help="share of malformed lines")
     parser.add_argument("--duplicate-rate", type=float, default=0.01, help="share of extra lines replaying another")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--files", type=int, default=4, help="number of part files")
+    events = parser.add_argument_group("--kind events")
+    events.add_argument("--events", type=int, default=100_000, help="events before replays and bots are added")
+    events.add_argument("--output-format", choices=("csv", "json"), default="csv",
+                        help="csv: ingest with --format events; json: --format events-json")
+    events.add_argument("--start-date", default="2024-01-01", help="first day of the log (UTC)")
+    events.add_argument("--days", type=int, default=7, help="days the log spans")
+    events.add_argument("--session-length", type=int, default=6, help="events per session")
+    events.add_argument("--user-zipf", type=float, default=0.8, help="Zipf exponent of user activity")
+    events.add_argument("--item-zipf", type=float, default=1.0, help="Zipf exponent of item popularity")
+    events.add_argument("--late-rate", type=float, default=0.0, help="share of sessions dated 1-3 days early")
+    events.add_argument("--near-duplicate-rate", type=float, default=0.01,
+                        help="share of extra lines replaying an event in another formatting")
+    events.add_argument("--bot-users", type=int, default=0, help="bot-like users added")
+    events.add_argument("--bot-events", type=int, default=20_000, help="events of each bot, all on one day")
+    events.add_argument("--invalid-utf8-lines", type=int, default=0, help="lines with non-UTF-8 bytes")
     return parser
 
 
@@ -87,11 +140,204 @@ def rating_lines(spark, *, users: int, items: int, ratings: int, clusters: int, 
     return rows.select(F.when(uniform(seed, 6, r) < fault_rate, faulty).otherwise(good).alias("value"))
 
 
+def zipf_rank(u: Column, n: int, s: float) -> Column:
+    """A rank in [0, n) with P(rank = r) roughly proportional to 1 / (r + 1)^s (inverse CDF of the continuous law)."""
+    if abs(s - 1.0) < 1e-9:
+        x = F.exp(u * math.log(n + 1))
+    else:
+        x = F.pow(u * float((n + 1) ** (1 - s) - 1) + 1.0, 1.0 / (1 - s))
+    return F.least(F.greatest(F.floor(x) - 1, F.lit(0)), F.lit(n - 1)).cast("long")
+
+
+def _lookup(table: list[int], u: Column) -> Column:
+    """table[floor(u * len(table))]: a discrete distribution given as a list of equally likely outcomes."""
+    return F.element_at(F.array(*[F.lit(v) for v in table]), (F.floor(u * len(table)) + 1).cast("int"))
+
+
+def _weighted_table(weights: list[float], size: int = 1000) -> list[int]:
+    total = sum(weights)
+    table, acc = [], 0.0
+    for index, w in enumerate(weights):
+        acc += w
+        while len(table) < round(acc / total * size):
+            table.append(index)
+    return table
+
+
+def event_rows(spark, *, events: int, users: int, items: int, clusters: int, in_cluster: float, start_date: str,
+               days: int, session_length: int, user_zipf: float, item_zipf: float, late_rate: float,
+               fault_rate: float, duplicate_rate: float, near_duplicate_rate: float, bot_users: int,
+               bot_events: int, seed: int, files: int, output_format: str) -> DataFrame:
+    """(value, label): the lines of the event log and what each is (GOOD, a fault of EVENT_FAULTS, a replay, a bot).
+
+    Rows [0, events) are base events; then exact replays, near replays and bot events follow, each a function of
+    its row id. A replay of a faulty line carries that fault's label (ingest quarantines it again).
+    """
+    for name, value in (("events", events), ("users", users), ("items", items), ("clusters", clusters),
+                        ("days", days), ("session-length", session_length)):
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    if items < clusters:
+        raise ValueError(f"--items ({items}) must be >= --clusters ({clusters})")
+    start = dt.datetime.fromisoformat(start_date).replace(tzinfo=dt.timezone.utc)
+    start_ts = int(start.timestamp())
+    n_exact, n_near = int(events * duplicate_rate), int(events * near_duplicate_rate)
+    n_bots = bot_users * bot_events
+    total = events + n_exact + n_near + n_bots
+    day_table = _weighted_table([WEEKDAY_FACTOR[(start + dt.timedelta(days=d)).weekday()] * (1 + 0.2 * d / days)
+                                 for d in range(days)])
+    hour_table = _weighted_table(list(HOUR_FACTOR))
+    per_cluster = items // clusters
+
+    def u(salt: int, col: Column) -> Column:
+        return uniform(seed, salt, col)
+
+    def session_of(row: Column) -> Column:
+        return F.floor(row / session_length).cast("long")
+
+    def focus_cluster(session: Column) -> Column:
+        user = zipf_rank(u(11, session), users, user_zipf)
+        return F.when(u(12, session) < in_cluster, F.pmod(user, F.lit(clusters))).otherwise(
+            F.floor(u(13, session) * clusters).cast("long"))
+
+    def base_item(row: Column) -> Column:
+        return zipf_rank(u(14, row), per_cluster, item_zipf) * clusters + focus_cluster(session_of(row))
+
+    rid = F.col("id")
+    exact_end, near_end = events + n_exact, events + n_exact + n_near
+    base = (F.when(rid < events, rid)
+            .when(rid < near_end, F.pmod(F.xxhash64(F.lit(seed), F.lit(99), rid), F.lit(events)))
+            .otherwise(F.lit(None).cast("long")))
+    rows = spark.range(0, total, numPartitions=max(1, files)).select(rid, base.alias("row"))
+
+    r = F.col("row")
+    session, pos = session_of(r), F.pmod(r, F.lit(session_length))
+    user_n = zipf_rank(u(11, session), users, user_zipf)
+    in_group = F.pmod(user_n, F.lit(clusters)) == focus_cluster(session)
+    day = _lookup(day_table, u(15, session))
+    hour = _lookup(hour_table, u(16, session))
+    late_days = F.when(u(17, session) < late_rate, 1 + F.floor(u(18, session) * 3)).otherwise(0)
+    ts = (F.lit(start_ts) + (day - late_days) * 86_400 + hour * 3600 + F.floor(u(19, session) * 3000)
+          + pos * 60 + F.floor(u(20, r) * 60)).cast("long")
+    t = u(21, r)
+    etype = F.lit(FUNNEL[-1][0])
+    for name, upper in reversed(FUNNEL[:-1]):
+        etype = F.when(t < upper, F.lit(name)).otherwise(etype)
+    etype = F.when(pos == 0, F.lit("view")).otherwise(etype)
+    # the funnel: clicks, carts, purchases and ratings are on the item the session opened with (its first view)
+    item_n = F.when((etype == "view") | (pos == 0), base_item(r)).otherwise(base_item(r - pos))
+    v = u(22, r)
+    value = (F.when(etype == "view", F.floor(5 + v * 295))
+             .when(etype.isin("add_to_cart", "purchase"), 1 + F.floor(v * 3))
+             .when(etype == "rating", F.when(in_group, 4 + F.floor(v * 2)).otherwise(1 + F.floor(v * 3)))
+             .cast("long").cast("string"))
+
+    # bots: user bot-<b>, --bot-events views spread over one day (the middle of the log)
+    bot_k = rid - near_end
+    bot_b = F.floor(bot_k / max(1, bot_events)).cast("long")
+    bot_day = start_ts + (days // 2) * 86_400
+    is_bot = rid >= near_end
+    user = F.when(is_bot, F.concat(F.lit("bot-"), bot_b)).otherwise(F.concat(F.lit("u"), user_n))
+    item = F.when(is_bot, F.concat(F.lit("i"), zipf_rank(u(23, rid), items, item_zipf))).otherwise(
+        F.concat(F.lit("i"), item_n))
+    etype = F.when(is_bot, F.lit("view")).otherwise(etype)
+    ts = F.when(is_bot, F.lit(bot_day) + F.floor(F.pmod(bot_k, F.lit(max(1, bot_events))) * 86_400.0
+                                                  / max(1, bot_events)).cast("long")).otherwise(ts)
+    value = F.when(is_bot, F.lit(None).cast("string")).otherwise(value)
+    event_id = F.when(is_bot, F.concat(F.lit(f"b{seed}-"), rid)).otherwise(F.concat(F.lit(f"e{seed}-"), r))
+    iso = F.date_format(F.timestamp_seconds(ts), "yyyy-MM-dd'T'HH:mm:ss'Z'")
+
+    fault_names = list(EVENT_FAULTS)
+    faulty = (~is_bot) & (u(24, r) < fault_rate)
+    kind = F.floor(u(25, r) * len(fault_names)).cast("int")
+    fault = F.when(faulty, F.element_at(F.array(*[F.lit(f) for f in fault_names]), kind + 1))
+    f_user = F.when(fault == "missing_user_id", F.lit(None)).otherwise(user)
+    f_item = F.when(fault == "missing_item_id", F.lit(None)).otherwise(item)
+    f_type = (F.when(fault == "unknown_event_type", F.lit("hover")).when(fault == "bad_value", F.lit("purchase"))
+              .otherwise(etype))
+    f_ts = (F.when(fault == "missing_timestamp", F.lit(None)).when(fault == "bad_timestamp", F.concat(F.lit("day "), day))
+            .when(fault == "future_timestamp", F.lit("2999-01-01T00:00:00Z")).otherwise(iso))
+    f_value = F.when(fault == "bad_value", F.lit("lots")).otherwise(value)
+
+    near = (rid >= exact_end) & (rid < near_end) & fault.isNull()
+    if output_format == "csv":
+        def csv(*cols):
+            return F.concat_ws(",", *[F.coalesce(c.cast("string"), F.lit("")) for c in cols])
+        line = csv(f_user, f_item, f_type, f_ts, f_value, event_id)
+        line = F.when(fault == "malformed_line", F.concat_ws(";", user, item, etype, iso)).otherwise(line)
+        near_line = csv(F.concat(F.lit(" "), user, F.lit(" ")), item, F.upper(etype), ts,
+                        F.concat(value, F.lit(".0")), event_id)
+    elif output_format == "json":
+        line = F.to_json(F.struct(f_user.alias("user_id"), f_item.alias("item_id"), f_type.alias("event_type"),
+                                  f_ts.alias("event_ts"), f_value.alias("value"), event_id.alias("event_id")))
+        line = F.when(fault == "malformed_line", F.substring(line, 1, 30)).otherwise(line)
+        near_line = F.to_json(F.struct(event_id.alias("event_id"), ts.alias("event_ts"),
+                                       value.cast("double").alias("value"), item.alias("item_id"),
+                                       F.upper(etype).alias("event_type"), user.alias("user_id")))
+    else:
+        raise ValueError(f"--output-format must be csv or json, got {output_format!r}")
+    label = (F.when(is_bot, F.lit(BOT)).when(fault.isNotNull(), fault)
+             .when(rid >= exact_end, F.lit(NEAR_DUPLICATE)).when(rid >= events, F.lit(EXACT_DUPLICATE))
+             .otherwise(F.lit(GOOD)))
+    return rows.select(F.when(near, near_line).otherwise(line).alias("value"), label.alias("label"))
+
+
+def invalid_utf8_lines(*, n: int, seed: int, start_date: str, output_format: str) -> bytes:
+    """``n`` lines that carry a byte sequence which is not UTF-8 (0xFF 0xFE) inside the item id."""
+    iso = f"{start_date}T12:00:00Z"
+    lines = []
+    for k in range(n):
+        item = b"i\xff\xfe" + str(k).encode()
+        if output_format == "json":
+            lines.append(b'{"user_id":"u%d","item_id":"%s","event_type":"view","event_ts":"%s","event_id":"x%d-%d"}'
+                         % (k, item, iso.encode(), seed, k))
+        else:
+            lines.append(b"u%d,%s,view,%s,,x%d-%d" % (k, item, iso.encode(), seed, k))
+    return b"\n".join(lines) + (b"\n" if lines else b"")
+
+
+def write_bytes(spark, uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` through the Hadoop FileSystem API (local folder, HDFS, S3: wherever Spark writes)."""
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the Hadoop FileSystem API is only reachable through py4j
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    out = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(path, True)  # noqa: SLF001
+    try:
+        out.write(bytearray(data))
+    finally:
+        out.close()
+
+
+def run_events(spark, args, output: str) -> dict:
+    rows = event_rows(spark, events=args.events, users=args.users, items=args.items, clusters=args.clusters,
+                      in_cluster=args.in_cluster, start_date=args.start_date, days=args.days,
+                      session_length=args.session_length, user_zipf=args.user_zipf, item_zipf=args.item_zipf,
+                      late_rate=args.late_rate, fault_rate=args.fault_rate, duplicate_rate=args.duplicate_rate,
+                      near_duplicate_rate=args.near_duplicate_rate, bot_users=args.bot_users,
+                      bot_events=args.bot_events, seed=args.seed, files=args.files, output_format=args.output_format)
+    rows.select("value").write.mode("overwrite").text(output)
+    if args.invalid_utf8_lines:
+        ext = "json" if args.output_format == "json" else "csv"
+        write_bytes(spark, f"{output}/{INVALID_UTF8_FILE}.{ext}",
+                    invalid_utf8_lines(n=args.invalid_utf8_lines, seed=args.seed, start_date=args.start_date,
+                                       output_format=args.output_format))
+    lines = (args.events + int(args.events * args.duplicate_rate) + int(args.events * args.near_duplicate_rate)
+             + args.bot_users * args.bot_events + args.invalid_utf8_lines)
+    return {"output": args.output, "kind": "events", "format": args.output_format, "lines": lines,
+            "events": args.events, "users": args.users, "items": args.items, "seed": args.seed,
+            "start_date": args.start_date, "days": args.days}
+
+
 def run(spark, args) -> dict:
+    output = args.output if "://" in args.output or args.output.startswith("file:") else Path(args.output).resolve().as_uri()
+    if args.kind == "events":
+        summary = run_events(spark, args, output)
+        print(f"generate_logs: {summary['lines']:,} {args.output_format} event lines ({args.users:,} users x "
+              f"{args.items:,} items, {args.days} days from {args.start_date}, seed {args.seed}) -> {args.output}")
+        print(json.dumps(summary), file=sys.stderr)
+        return summary
     lines = rating_lines(spark, users=args.users, items=args.items, ratings=args.ratings, clusters=args.clusters,
                          in_cluster=args.in_cluster, fault_rate=args.fault_rate,
                          duplicate_rate=args.duplicate_rate, seed=args.seed, files=args.files)
-    output = args.output if "://" in args.output or args.output.startswith("file:") else Path(args.output).resolve().as_uri()
     lines.write.mode("overwrite").text(output)
     summary = {"output": args.output, "lines": args.ratings + int(args.ratings * args.duplicate_rate),
                "users": args.users, "items": args.items, "seed": args.seed}

@@ -1,109 +1,549 @@
-"""Ingest a ratings file (or folder of files) into the lake: bronze (raw), silver (clean), quarantine (rejected).
+"""Ingest interaction logs into the lake: bronze (raw rows), silver (clean, deduplicated), quarantine (rejected).
 
+    python -m jobs.ingest --input incoming/ --format events --lake ./lake --incremental
     python -m jobs.ingest --input ratings.csv --format movielens --lake ./lake
 
-Re-running the same input adds nothing to silver (MERGE on the event key). Every line is accounted for:
-read = headers + loaded + duplicates + quarantined, checked at the end of each run.
+Formats: event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``) and rating files
+(``movielens``, ``movielens-100k``, ``movietweetings``); see ``--help`` and transforms/parse.py.
+
+What a run does:
+
+1. lists the input files (a file, a folder, searched recursively, or a glob); with ``--incremental`` it keeps only
+   files not yet recorded in meta/ingested_files (same path, size and modification time);
+2. parses every row once (persisted) and gives each rejected row a reason; the outlier policy then quarantines
+   the rows of bot-like user-days (``--bot-max-events-per-day``);
+3. appends every row read to bronze/interactions (raw text, source file, split offset, line, run id);
+4. appends every rejected row to quarantine/interactions (raw text, source, reason);
+5. MERGEs the good rows into silver/interactions on ``event_id`` (insert only; the batch's partition values are
+   literals in the merge condition so Delta prunes the target, delta-io/delta#668), partitioned by event date
+   (event logs) or month (rating files, which span decades); late events land in the partition of their own date;
+6. checks read = headers + loaded + duplicates + quarantined from the write metrics of the commits themselves
+   (Delta operationMetrics) and fails with ConservationError if it does not hold;
+7. records the files in meta/ingested_files and the run summary in meta/ingest_runs, and prints the summary.
+
+Re-running the same input adds nothing to silver. With ``--incremental`` a re-run reads nothing and commits
+nothing; without it every matched file is read again, silver gains nothing, and bronze and quarantine record the
+re-read rows under the new run id. A run that fails before step 7 leaves its files unrecorded, so the next
+incremental run retries them (safe: MERGE drops what already landed).
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
+import logging
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # spark-submit jobs/ingest.py: import the project from its root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from delta.tables import DeltaTable
 from pyspark import StorageLevel
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import tables
 from jobs.cli import Lake, add_lake_arg, base_parser, spark_from_args
+from jobs.progress import Progress
 from transforms import columns as C
-from transforms import parse
+from transforms import outliers, parse
+
+log = logging.getLogger("recsys.ingest")
 
 FUTURE_TOLERANCE_S = 24 * 3600
+DEFAULT_BOT_MAX_EVENTS_PER_DAY = 10_000  # event logs; rating dumps (bulk rating sessions) default to off
+MAX_FLAGGED_USER_DAYS = 100_000  # more than this means the bot threshold is wrong, not that there are bots
+PARTITION_GRAINS = {"date": C.EVENT_DATE, "month": C.EVENT_MONTH}
+ROW_ID = "_row_id"  # monotonically_increasing_id: (Spark partition << 33) + row number within the partition
+
+BRONZE = ("bronze", "interactions")
+SILVER = ("silver", "interactions")
+QUARANTINE = ("quarantine", "interactions")
+INGESTED_FILES = ("meta", "ingested_files")
+INGEST_RUNS = ("meta", "ingest_runs")
+
+SILVER_COLUMNS = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.EVENT_TS, C.SOURCE_EVENT_ID,
+                  C.EVENT_DATE, C.EVENT_MONTH, C.SOURCE_FILE]
 
 
 class ConservationError(RuntimeError):
-    """Rows were lost or invented between reading and writing."""
+    """Rows were lost or invented between reading and writing; the message lists the identities that failed."""
+
+
+class NoInputError(FileNotFoundError):
+    """--input matches no file."""
+
+
+class PartitionGrainError(ValueError):
+    """--partition-grain disagrees with how the existing silver table is partitioned."""
+
+
+def spark_file_uri(uri: str) -> str:
+    """A file URI in the form Spark's _metadata.file_path uses (file:/x, not file:///x), so the two compare equal."""
+    return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str  # as Spark reports it in _metadata.file_path (a URI)
+    read_path: str  # as a reader accepts it
+    size: int
+    modified_ms: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return self.path, self.size, self.modified_ms
 
 
 def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="a file, a folder or a glob of rating files")
-    parser.add_argument("--format", required=True, choices=sorted(parse.RATING_FORMATS),
-                        help="; ".join(f"{f.name}: {f.description}" for f in parse.RATING_FORMATS.values()))
+    parser.add_argument("--input", required=True, help="a file, a folder (read recursively) or a glob of input files")
+    parser.add_argument("--format", required=True, choices=sorted(parse.FORMATS),
+                        help="; ".join(f"{f.name}: {f.description}" for f in parse.FORMATS.values()))
     add_lake_arg(parser)
     parser.add_argument("--run-id", default=None, help="ingest run id (default: a new UUID)")
+    parser.add_argument("--incremental", action="store_true",
+                        help="read only files not yet in meta/ingested_files (same path, size and modification time)")
+    parser.add_argument("--partition-grain", choices=sorted(PARTITION_GRAINS), default=None,
+                        help="silver partitions: date (event_date) or month (event_month); default: the existing "
+                             "table's, else date for event logs and month for rating files")
     parser.add_argument("--rating-min", type=float, default=None, help="lowest valid rating (default: the format's)")
     parser.add_argument("--rating-max", type=float, default=None, help="highest valid rating (default: the format's)")
+    events = parser.add_argument_group("event logs")
+    events.add_argument("--event-types", default=None,
+                        help=f"comma-separated known event types (default: {','.join(parse.DEFAULT_EVENT_TYPES)}); "
+                             "others are quarantined as unknown_event_type")
+    events.add_argument("--columns", default=None,
+                        help=f"CSV field order (default: {','.join(parse.EVENT_FIELDS)}); other names are ignored")
+    events.add_argument("--max-value", type=float, default=None,
+                        help="largest value of a non-rating event (quantity, dwell s); default 1e6")
+    parser.add_argument("--bot-max-events-per-day", type=int, default=None,
+                        help="quarantine (bot_suspected) all events of a user-day with more good events than this "
+                             f"in one run; 0 = off (default: {DEFAULT_BOT_MAX_EVENTS_PER_DAY:,} for event logs, off "
+                             "for rating files)")
+    parser.add_argument("--future-tolerance-hours", type=float, default=FUTURE_TOLERANCE_S / 3600,
+                        help="events later than now plus this are quarantined as future_timestamp")
+    parser.add_argument("--progress-every", type=float, default=30.0,
+                        help="seconds between progress lines on long runs (0: off)")
     return parser
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+def list_input_files(spark, pattern: str) -> list[InputFile]:
+    """Files under ``pattern`` (file, folder searched recursively, or glob) via the Hadoop FileSystem API.
+
+    Names starting with '_' or '.' (_SUCCESS, .crc, _temporary/) are skipped, as Spark's readers do.
+    """
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the Hadoop FileSystem API is only reachable through py4j
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+    glob = jvm.org.apache.hadoop.fs.Path(pattern)
+    fs = glob.getFileSystem(conf)
+    statuses = fs.globStatus(glob)
+    if not statuses:
+        raise NoInputError(f"--input {pattern!r} matches no file")
+
+    def hidden(path, root_depth: int) -> bool:
+        names = []
+        while path is not None and path.depth() > root_depth:
+            names.append(path.getName())
+            path = path.getParent()
+        return any(n.startswith(("_", ".")) for n in names)
+
+    files = {}
+    for status in statuses:
+        root = fs.makeQualified(status.getPath())
+        if status.isDirectory():
+            found = fs.listFiles(root, True)
+            while found.hasNext():
+                f = found.next()
+                if not hidden(f.getPath(), root.depth()):
+                    files[spark_file_uri(str(f.getPath().toUri().toString()))] = f
+        elif not hidden(root, root.depth() - 1):
+            files[spark_file_uri(str(root.toUri().toString()))] = status
+    if not files:
+        raise NoInputError(f"--input {pattern!r} holds no data file (only hidden or empty folders)")
+    return [InputFile(uri, str(fs.makeQualified(f.getPath()).toString()), int(f.getLen()), int(f.getModificationTime()))
+            for uri, f in sorted(files.items())]
+
+
+def read_rows(spark, files: list[InputFile], fmt) -> DataFrame:
+    """(raw, source_file, source_offset, _row_id) for every row of ``files``.
+
+    Text formats keep each line as it is; Parquet rows become JSON text (``to_json``), so quarantine shows them
+    readably and the event parser handles one shape. ``_row_id`` numbers rows within each Spark partition;
+    rows of one split are consecutive, so with the split's smallest ``_row_id`` it gives the line within the split.
+    """
+    paths = [f.read_path for f in files]
+    if fmt.file_type == "parquet":
+        df = spark.read.option("mergeSchema", "true").parquet(*paths)
+        raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns]))
+    else:
+        df = spark.read.text(paths)
+        raw = F.col("value")
+    return df.select(
+        raw.alias(C.RAW),
+        F.col("_metadata.file_path").alias(C.SOURCE_FILE),
+        F.col("_metadata.file_block_start").alias(C.SOURCE_OFFSET),
+        F.monotonically_increasing_id().alias(ROW_ID),
+    )
+
+
+def input_format(args):
+    fmt = parse.get_format(args.format)
+    if parse.is_event_format(fmt):
+        if args.columns:
+            fmt = parse.with_columns(fmt, args.columns.split(","))
+    elif args.columns or args.event_types or args.max_value is not None:
+        raise SystemExit(f"--columns, --event-types and --max-value apply to event logs, not to {args.format}")
+    return fmt
+
+
+# ---------------------------------------------------------------------------------------------- Delta writes
+
+
+@contextlib.contextmanager
+def session_conf(spark, settings: dict[str, str]):
+    """Set Spark SQL settings for the duration of the block, then restore what was there."""
+    before = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
+def commit_metrics(spark, path: str, tag: str, *, after_version: int = -1) -> tuple[int, dict[str, int]] | None:
+    """(version, operationMetrics) of the newest commit of ``path`` tagged ``tag`` (userMetadata) after
+    ``after_version``, or None if there is none (an insert-only MERGE that inserts nothing commits nothing).
+
+    Matching on our own tag, not on "the latest commit", keeps the numbers right if another writer commits too.
+    """
+    rows = (DeltaTable.forPath(spark, path).history(50)
+            .where((F.col("userMetadata") == tag) & (F.col("version") > after_version))
+            .orderBy(F.col("version").desc()).select("version", "operationMetrics").limit(1).collect())
+    if not rows:
+        return None
+    metrics = rows[0]["operationMetrics"] or {}
+    return int(rows[0]["version"]), {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
+
+
+def append_rows(spark, df: DataFrame, path: str, *, tag: str, partition_by: list[str] | None = None,
+                optimize_write: bool = True) -> tuple[int, int]:
+    """Append ``df`` as one commit tagged ``tag`` (new columns are added); returns (version, rows written)."""
+    writer = (df.write.format("delta").mode("append").option("mergeSchema", "true").option("userMetadata", tag)
+              .option("optimizeWrite", str(optimize_write).lower()))
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path)
+    committed = commit_metrics(spark, path, tag)
+    if committed is None:
+        raise ConservationError(f"the append to {path} left no commit tagged {tag!r} in its last 50 versions")
+    version, metrics = committed
+    return version, metrics.get("numOutputRows", 0)
+
+
+def partition_literal(column: str, value) -> str:
+    if column == C.EVENT_DATE:
+        return f"DATE'{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def merge_new_events(spark, events: DataFrame, path: str, *, partition_col: str, partition_values: list,
+                     tag: str) -> dict[str, int]:
+    """Insert the events whose event_id is not in silver yet; returns version, source_rows and inserted.
+
+    The merge condition names the batch's partition values as literals (``t.p IN (...)``) so Delta reads only
+    those partitions of the target (delta-io/delta#668); every partition value of the batch must be in that list,
+    or rows of a missing partition would be inserted again.
+    """
+    if not partition_values:
+        return {"version": tables.version(spark, path) if tables.exists(spark, path) else None,
+                "source_rows": 0, "inserted": 0}
+    if not tables.exists(spark, path):
+        version, written = append_rows(spark, events, path, tag=tag, partition_by=[partition_col])
+        return {"version": version, "source_rows": written, "inserted": written}
+    values = ", ".join(partition_literal(partition_col, v) for v in sorted(partition_values))
+    condition = (f"t.`{partition_col}` IN ({values}) AND t.`{partition_col}` = s.`{partition_col}` "
+                 f"AND t.`{C.EVENT_ID}` = s.`{C.EVENT_ID}`")
+    before = tables.version(spark, path)
+    with session_conf(spark, {"spark.databricks.delta.commitInfo.userMetadata": tag}):
+        (DeltaTable.forPath(spark, path).alias("t").merge(events.alias("s"), condition)
+         .withSchemaEvolution().whenNotMatchedInsertAll().execute())
+    committed = commit_metrics(spark, path, tag, after_version=before)
+    if committed is None:  # every event was already there: Delta commits nothing; count the batch's events once
+        return {"version": before, "source_rows": events.count(), "inserted": 0}
+    version, metrics = committed
+    return {"version": version, "source_rows": metrics.get("numSourceRows", 0),
+            "inserted": metrics.get("numTargetRowsInserted", 0)}
+
+
+def resolve_partition_column(spark, silver_path: str, grain: str | None, fmt) -> str:
+    """The partition column of silver: the existing table's, else the requested grain's, else the format's default."""
+    if tables.exists(spark, silver_path):
+        existing = list(DeltaTable.forPath(spark, silver_path).detail().select("partitionColumns").first()[0])
+        if len(existing) != 1 or existing[0] not in PARTITION_GRAINS.values():
+            raise PartitionGrainError(f"{silver_path} is partitioned by {existing}; expected one of "
+                                      f"{sorted(PARTITION_GRAINS.values())}")
+        if grain is not None and PARTITION_GRAINS[grain] != existing[0]:
+            raise PartitionGrainError(
+                f"--partition-grain {grain} asks for {PARTITION_GRAINS[grain]} but {silver_path} is partitioned by "
+                f"{existing[0]}; drop the flag, or rewrite silver into a new lake with the grain you want")
+        return existing[0]
+    if grain is not None:
+        return PARTITION_GRAINS[grain]
+    return C.EVENT_DATE if parse.is_event_format(fmt) else C.EVENT_MONTH
+
+
+# ---------------------------------------------------------------------------------------------- accounting
+
+
+def conservation_problems(n: dict) -> list[str]:
+    """Identities every run must satisfy; returns the ones that fail (empty list: all rows accounted for).
+
+    ``n`` holds counts from the parse (``counted_total``, ``counted_good``, ``counted_rejected``, ``headers``)
+    and from the commits' own metrics (``bronze_rows``, ``quarantine_rows``, ``source_rows``, ``inserted``).
+    """
+    problems = []
+    if n["bronze_rows"] != n["counted_total"]:
+        problems.append(f"bronze got {n['bronze_rows']:,} rows but {n['counted_total']:,} were read")
+    if n["quarantine_rows"] != n["counted_rejected"]:
+        problems.append(f"quarantine got {n['quarantine_rows']:,} rows but {n['counted_rejected']:,} were rejected")
+    if not 0 <= n["source_rows"] <= n["counted_good"]:
+        problems.append(f"silver's merge saw {n['source_rows']:,} distinct events from {n['counted_good']:,} good rows")
+    if not 0 <= n["inserted"] <= n["source_rows"]:
+        problems.append(f"silver inserted {n['inserted']:,} rows from {n['source_rows']:,} distinct events")
+    duplicates = n["counted_good"] - n["inserted"]
+    if n["bronze_rows"] != n["headers"] + n["inserted"] + duplicates + n["quarantine_rows"]:
+        problems.append(f"read {n['bronze_rows']:,} != headers {n['headers']:,} + loaded {n['inserted']:,} + "
+                        f"duplicates {duplicates:,} + quarantined {n['quarantine_rows']:,}")
+    return problems
+
+
+def check_conservation(n: dict) -> None:
+    problems = conservation_problems(n)
+    if problems:
+        raise ConservationError("rows not accounted for: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------- the run
 
 
 def run(spark, args) -> dict:
     lake = Lake(args.lake)
     run_id = args.run_id or uuid.uuid4().hex
     started = time.time()
-    fmt = parse.get_format(args.format)
-    lines = spark.read.text(args.input).select(
-        F.col("value").alias(C.RAW), F.col("_metadata.file_path").alias(C.SOURCE_FILE)
-    )
-    parsed = parse.parse_rating_lines(
-        lines, fmt, max_event_ts_seconds=int(started) + FUTURE_TOLERANCE_S,
-        rating_min=args.rating_min, rating_max=args.rating_max,
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        stamp = [F.lit(run_id).alias(C.INGEST_RUN_ID), F.current_timestamp().alias(C.INGESTED_AT)]
-        reason_counts = {r[C.REASON]: r["count"] for r in parsed.groupBy(C.REASON).count().collect()}
-        tables.append(parsed.select(C.RAW, C.SOURCE_FILE, *stamp), lake.table("bronze", "interactions"))
-        bronze_rows = tables.last_metrics(spark, lake.table("bronze", "interactions")).get("numOutputRows", 0)
+    started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    fmt = input_format(args)
+    event_types = [t.strip() for t in args.event_types.split(",") if t.strip()] if args.event_types else None
+    bot_limit = args.bot_max_events_per_day
+    if bot_limit is None:
+        bot_limit = DEFAULT_BOT_MAX_EVENTS_PER_DAY if parse.is_event_format(fmt) else 0
+    paths = {name: lake.table(*where) for name, where in
+             (("bronze", BRONZE), ("silver", SILVER), ("quarantine", QUARANTINE),
+              ("files", INGESTED_FILES), ("runs", INGEST_RUNS))}
+    summary = {"run_id": run_id, "input": args.input, "format": args.format, "status": "ok",
+               "incremental": bool(args.incremental)}
 
-        rejected = parse.rejected_rows(parsed)
-        quarantined = 0
-        if sum(v for k, v in reason_counts.items() if k not in (None, parse.HEADER)):
-            tables.append(rejected.select("*", *stamp), lake.table("quarantine", "interactions"))
-            quarantined = tables.last_metrics(spark, lake.table("quarantine", "interactions")).get("numOutputRows", 0)
+    with Progress(spark, f"ingest {run_id[:8]}", every_s=args.progress_every) as progress:
+        progress.step("list input")
+        files = list_input_files(spark, args.input)
+        seen = already_ingested(spark, paths["files"]) if args.incremental else set()
+        new = [f for f in files if f.key not in seen]
+        summary.update(files_new=len(new), files_skipped=len(files) - len(new),
+                       bytes_new=sum(f.size for f in new))
+        if not new:
+            summary.update(read=0, headers=0, loaded=0, duplicates=0, duplicates_in_batch=0, duplicates_in_silver=0,
+                           quarantined=0, quarantined_by_reason={}, partitions=0,
+                           seconds=round(time.time() - started, 1), status="nothing new")
+            print_summary(summary)
+            return summary
+        partition_col = resolve_partition_column(spark, paths["silver"], args.partition_grain, fmt)
+        summary["partition_column"] = partition_col
+        log.info("ingest %s: %d new file(s), %.1f MB, format %s, silver partitioned by %s", run_id[:8], len(new),
+                 summary["bytes_new"] / 1e6, fmt.name, partition_col)
 
-        events = parse.valid_events(parsed).select("*", *stamp)
-        loaded = tables.insert_new(spark, events, lake.table("silver", "interactions"), key=C.EVENT_ID,
-                                   partition_col=C.EVENT_MONTH)
-    finally:
-        parsed.unpersist()
+        progress.step("parse and count")
+        parsed = parse.parse_lines(
+            read_rows(spark, new, fmt), fmt,
+            max_event_ts_seconds=int(started + args.future_tolerance_hours * 3600),
+            rating_min=args.rating_min, rating_max=args.rating_max,
+            **({"event_types": event_types, "max_value": args.max_value} if parse.is_event_format(fmt) else {}),
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            stats = batch_stats(parsed, partition_col)
+            counted = stats["by_reason"]
+            flagged, flagged_rows = [], 0
+            final = parsed
+            if bot_limit and counted.get(None, 0):
+                progress.step("outlier policy")
+                flagged = (outliers.bot_user_days(parsed, max_events_per_day=bot_limit)
+                           .limit(MAX_FLAGGED_USER_DAYS + 1).collect())
+                if len(flagged) > MAX_FLAGGED_USER_DAYS:
+                    raise ValueError(f"--bot-max-events-per-day {bot_limit} flags more than {MAX_FLAGGED_USER_DAYS:,} "
+                                     "user-days as bots; the threshold is too low for this input")
+                if flagged:
+                    flagged_rows = sum(r[outliers.N_EVENTS_DAY] for r in flagged)
+                    flagged_df = spark.createDataFrame(flagged, f"{C.USER_ID} string, {C.EVENT_DATE} date, "
+                                                                f"{outliers.N_EVENTS_DAY} long")
+                    final = outliers.quarantine_bot_rows(parsed, flagged_df)
+                    log.info("outlier policy: %d user-day(s) over %d events, %d rows to quarantine",
+                             len(flagged), bot_limit, flagged_rows)
+            if flagged_rows:
+                counted = dict(counted)
+                counted[None] -= flagged_rows
+                counted[parse.BOT_SUSPECTED] = counted.get(parse.BOT_SUSPECTED, 0) + flagged_rows
+            stamp = [F.lit(run_id).alias(C.INGEST_RUN_ID), F.lit(started_at).cast("timestamp").alias(C.INGESTED_AT)]
+            splits = spark.createDataFrame(stats["split_first_row"],
+                                           f"{C.SOURCE_FILE} string, {C.SOURCE_OFFSET} long, _first_row long")
 
-    good = reason_counts.get(None, 0)
-    summary = {
-        "run_id": run_id,
-        "input": args.input,
-        "format": args.format,
-        "read": bronze_rows,
-        "headers": reason_counts.get(parse.HEADER, 0),
-        "loaded": loaded,
-        "duplicates": good - loaded,
-        "quarantined": quarantined,
-        "quarantined_by_reason": {k: v for k, v in sorted(reason_counts.items(), key=lambda kv: str(kv[0]))
-                                  if k not in (None, parse.HEADER)},
-        "seconds": round(time.time() - started, 1),
-    }
-    accounted = summary["headers"] + good + quarantined
-    if summary["read"] != accounted:
-        raise ConservationError(
-            f"read {summary['read']} lines but accounted for {accounted} "
-            f"(headers {summary['headers']} + good {good} + quarantined {quarantined})"
+            def located(df: DataFrame) -> DataFrame:
+                """``df`` with source_line: the 1-based row number within the split the row was read from."""
+                return df.join(F.broadcast(splits), on=[C.SOURCE_FILE, C.SOURCE_OFFSET]).withColumn(
+                    C.SOURCE_LINE, F.col(ROW_ID) - F.col("_first_row") + 1)
+
+            progress.step("bronze")
+            bronze_version, bronze_rows = append_rows(
+                spark, located(parsed).select(C.RAW, C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_LINE, *stamp),
+                paths["bronze"], tag=f"ingest:{run_id}", optimize_write=False)
+
+            progress.step("quarantine")
+            counted_rejected = sum(v for k, v in counted.items() if k not in (None, parse.HEADER))
+            quarantine_version, quarantine_rows = None, 0
+            if counted_rejected:
+                rejected = parse.rejected_rows(located(final.where(F.col(C.REASON).isNotNull())))
+                quarantine_version, quarantine_rows = append_rows(
+                    spark, rejected.select("*", *stamp), paths["quarantine"], tag=f"ingest:{run_id}")
+
+            progress.step("silver merge")
+            events = parse.valid_events(final, order_by=[C.SOURCE_FILE, ROW_ID]).select(*SILVER_COLUMNS, *stamp)
+            partition_values = stats["partitions"] if counted.get(None, 0) else []
+            merged = merge_new_events(spark, events, paths["silver"], partition_col=partition_col,
+                                      partition_values=partition_values, tag=f"ingest:{run_id}")
+        finally:
+            parsed.unpersist()
+
+        numbers = {"counted_total": sum(counted.values()), "counted_good": counted.get(None, 0),
+                   "counted_rejected": counted_rejected, "headers": counted.get(parse.HEADER, 0),
+                   "bronze_rows": bronze_rows, "quarantine_rows": quarantine_rows,
+                   "source_rows": merged["source_rows"], "inserted": merged["inserted"]}
+        summary.update(
+            read=bronze_rows, headers=numbers["headers"], loaded=merged["inserted"],
+            duplicates=numbers["counted_good"] - merged["inserted"],
+            duplicates_in_batch=numbers["counted_good"] - merged["source_rows"],
+            duplicates_in_silver=merged["source_rows"] - merged["inserted"],
+            quarantined=quarantine_rows,
+            quarantined_by_reason={k: v for k, v in sorted(counted.items(), key=lambda kv: str(kv[0]))
+                                   if k not in (None, parse.HEADER) and v},
+            partitions=len(partition_values),
+            partition_range=[str(min(partition_values)), str(max(partition_values))] if partition_values else None,
+            bot_user_days=len(flagged),
+            versions={"bronze": bronze_version, "quarantine": quarantine_version, "silver": merged["version"]},
         )
+        problems = conservation_problems(numbers)
+        summary["seconds"] = round(time.time() - started, 1)
+        progress.step("record run")
+        if problems:
+            summary["status"] = "failed: rows not accounted for"
+            summary["problems"] = problems
+            record_run(spark, paths["runs"], summary, started_at)
+            print_summary(summary)
+            raise ConservationError("rows not accounted for: " + "; ".join(problems))
+        record_files(spark, paths["files"], new, stats["rows_by_file"], run_id, started_at, args.format)
+        summary["steps"] = dict(progress.timings)
+        summary["seconds"] = round(time.time() - started, 1)
+        record_run(spark, paths["runs"], summary, started_at)
     print_summary(summary)
     return summary
 
 
+def batch_stats(parsed: DataFrame, partition_col: str) -> dict:
+    """One aggregation pass over the persisted parse (it also materialises the cache).
+
+    Returns rows by reason, rows by file, the partition values of the good rows, and each split's first _row_id.
+    """
+    part = F.when(F.col(C.REASON).isNull(), F.to_date(C.EVENT_TS) if partition_col == C.EVENT_DATE
+                  else F.date_format(C.EVENT_TS, "yyyy-MM"))
+    rows = (parsed.groupBy(C.SOURCE_FILE, C.SOURCE_OFFSET, C.REASON, part.alias("_part"))
+            .agg(F.count(F.lit(1)).alias("n"), F.min(ROW_ID).alias("first_row")).collect())
+    by_reason: dict = {}
+    by_file: dict = {}
+    split_first: dict = {}
+    partitions = set()
+    for r in rows:
+        by_reason[r[C.REASON]] = by_reason.get(r[C.REASON], 0) + r["n"]
+        by_file[r[C.SOURCE_FILE]] = by_file.get(r[C.SOURCE_FILE], 0) + r["n"]
+        split = (r[C.SOURCE_FILE], r[C.SOURCE_OFFSET])
+        split_first[split] = min(split_first.get(split, r["first_row"]), r["first_row"])
+        if r["_part"] is not None:
+            partitions.add(r["_part"])
+    return {"by_reason": by_reason, "rows_by_file": by_file, "partitions": sorted(partitions),
+            "split_first_row": [(f, o, first) for (f, o), first in split_first.items()]}
+
+
+def already_ingested(spark, path: str) -> set[tuple[str, int, int]]:
+    if not tables.exists(spark, path):
+        return set()
+    rows = tables.read(spark, path).select("path", "size_bytes", "modified_ms").collect()
+    return {(r["path"], r["size_bytes"], r["modified_ms"]) for r in rows}
+
+
+def record_files(spark, path: str, files: list[InputFile], rows_by_file: dict, run_id: str,
+                 started_at: dt.datetime, fmt: str) -> None:
+    rows = [(f.path, f.size, f.modified_ms, int(rows_by_file.get(f.path, 0)), fmt, run_id, started_at) for f in files]
+    df = spark.createDataFrame(rows, "path string, size_bytes long, modified_ms long, rows long, format string, "
+                                     f"{C.INGEST_RUN_ID} string, {C.INGESTED_AT} timestamp")
+    append_rows(spark, df.coalesce(1), path, tag=f"ingest:{run_id}")
+
+
+def record_run(spark, path: str, summary: dict, started_at: dt.datetime) -> None:
+    row = [(summary["run_id"], started_at, float(summary["seconds"]), summary["input"], summary["format"],
+            summary["status"], int(summary["files_new"]), int(summary["read"]), int(summary["headers"]),
+            int(summary["loaded"]), int(summary["duplicates"]), int(summary["quarantined"]),
+            {k: int(v) for k, v in summary["quarantined_by_reason"].items()}, json.dumps(summary, default=str))]
+    df = spark.createDataFrame(row, f"{C.INGEST_RUN_ID} string, started_at timestamp, seconds double, input string, "
+                                    "format string, status string, files long, read long, headers long, loaded long, "
+                                    "duplicates long, quarantined long, quarantined_by_reason map<string,long>, "
+                                    "summary string")
+    append_rows(spark, df.coalesce(1), path, tag=f"ingest:{summary['run_id']}")
+
+
 def print_summary(summary: dict) -> None:
-    print(f"ingest {summary['run_id'][:8]}  {summary['input']} ({summary['format']})  {summary['seconds']} s")
-    for key in ("read", "headers", "loaded", "duplicates", "quarantined"):
-        print(f"  {key:<12} {summary[key]:>12,}")
-    for reason, count in summary["quarantined_by_reason"].items():
-        print(f"    {reason:<22} {count:>10,}")
-    print(json.dumps(summary), file=sys.stderr)
+    """The few lines a person reads after a run, then one JSON line on stderr for machines."""
+    files = f"{summary['files_new']} new file(s)"
+    if summary.get("files_skipped"):
+        files += f", {summary['files_skipped']} already ingested"
+    print(f"ingest {summary['run_id'][:8]}  {summary['input']} ({summary['format']}): {files}  "
+          f"{summary['seconds']} s  [{summary['status']}]")
+    if summary["read"] or summary["status"] != "nothing new":
+        versions = summary.get("versions") or {}
+        where = ""
+        if summary.get("partitions"):
+            lo, hi = summary["partition_range"]
+            where = (f"  -> silver v{versions.get('silver')}, {summary['partitions']} {summary['partition_column']} "
+                     f"partition(s) {lo} .. {hi}")
+        print(f"  {'read':<12} {summary['read']:>12,}")
+        print(f"  {'loaded':<12} {summary['loaded']:>12,}{where}")
+        print(f"  {'duplicates':<12} {summary['duplicates']:>12,}  ({summary['duplicates_in_batch']:,} within this "
+              f"input, {summary['duplicates_in_silver']:,} already in silver)")
+        q_where = f"  -> quarantine v{versions['quarantine']}" if versions.get("quarantine") is not None else ""
+        print(f"  {'quarantined':<12} {summary['quarantined']:>12,}{q_where}")
+        for reason, count in summary["quarantined_by_reason"].items():
+            print(f"    {reason:<22} {count:>10,}")
+        print(f"  {'headers':<12} {summary['headers']:>12,}")
+        ok = "OK" if not summary.get("problems") else "FAILED: " + "; ".join(summary["problems"])
+        print(f"  check: read = headers + loaded + duplicates + quarantined  {ok}")
+    print(json.dumps(summary, default=str), file=sys.stderr)
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,8 @@
 Writes <snapshot-root>/<model_version>/ (parquet tables + manifest.json with row counts and checksums, see
 deploy/snapshot.py), verifies it as the service will, and only then points <snapshot-root>/LATEST at it. A
 failure at any step leaves LATEST, and so what is served, unchanged. Publishing a version that is already
-published and intact only re-points LATEST (use --force to rebuild it).
+published and intact only re-points LATEST (use --force to rebuild it). The optional similar_items table is
+included when gold/similar_items has rows for the version (jobs.score --similar als|cooccurrence).
 
 The snapshot root is a local folder (in a cluster, a volume shared with the lookup service).
 """
@@ -26,7 +27,7 @@ from pyspark.sql import functions as F
 from deploy import snapshot
 from jobs import tables
 from jobs.cli import Lake, add_lake_arg, base_parser, local_path, spark_from_args
-from jobs.score import version_predicate
+from jobs.score import SIMILAR_ITEM_ID, version_predicate
 from jobs.train import latest_model_version
 from transforms import columns as C
 
@@ -46,17 +47,27 @@ def build_parser():
     return parser
 
 
-def user_recommendation_lists(recs):
-    """One row per user: item_ids and scores as lists in rank order (the snapshot's user_recommendations)."""
-    ranked = F.array_sort(F.collect_list(F.struct(C.RANK, C.ITEM_ID, C.SCORE)))
+def ranked_lists(rows, key: str, item: str):
+    """One row per ``key``: ``item`` values and scores as lists in rank order (item_ids, scores)."""
+    ranked = F.array_sort(F.collect_list(F.struct(C.RANK, F.col(item).alias("item"), C.SCORE)))
     return (
-        recs.groupBy(C.USER_ID).agg(ranked.alias("ranked"))
+        rows.groupBy(key).agg(ranked.alias("ranked"))
         .select(
-            C.USER_ID,
-            F.transform("ranked", lambda r: r[C.ITEM_ID]).alias("item_ids"),
+            key,
+            F.transform("ranked", lambda r: r["item"]).alias("item_ids"),
             F.transform("ranked", lambda r: r[C.SCORE].cast("float")).alias("scores"),
         )
     )
+
+
+def user_recommendation_lists(recs):
+    """One row per user: item_ids and scores as lists in rank order (the snapshot's user_recommendations)."""
+    return ranked_lists(recs, C.USER_ID, C.ITEM_ID)
+
+
+def similar_item_lists(similar):
+    """One row per item: similar item_ids and scores in rank order (the snapshot's optional similar_items)."""
+    return ranked_lists(similar, C.ITEM_ID, SIMILAR_ITEM_ID)
 
 
 def _write_parquet(df, folder: Path, files: int) -> None:
@@ -99,6 +110,9 @@ def run(spark, args) -> dict:
             _write_parquet(lists.orderBy(C.USER_ID), staging / "user_recommendations", users // USERS_PER_FILE + 1)
             _write_parquet(popular.select(F.col(C.RANK).cast("int"), C.ITEM_ID, F.col(C.SCORE).cast("double"))
                            .orderBy(C.RANK), staging / "popular_items", 1)
+            similar = _similar_items_of(spark, lake, where)
+            if similar is not None:
+                _write_parquet(similar_item_lists(similar).orderBy(C.ITEM_ID), staging / "similar_items", 1)
             snapshot.write_manifest(staging, model_version=model_version, n=int(n))
             manifest = snapshot.verify_snapshot(staging)
             _swap_in(staging, final)
@@ -115,6 +129,15 @@ def run(spark, args) -> dict:
         print(f"  {table:<22} {rows:>12,} rows")
     print(json.dumps(summary), file=sys.stderr)
     return summary
+
+
+def _similar_items_of(spark, lake: Lake, where: str):
+    """This version's rows of gold/similar_items, or None when it has none (jobs.score --similar none)."""
+    rows = tables.read_if_exists(spark, lake.table("gold", "similar_items"))
+    if rows is None:
+        return None
+    rows = rows.where(where)
+    return rows if rows.limit(1).count() else None
 
 
 def _rows(manifest: snapshot.Manifest) -> dict[str, int]:

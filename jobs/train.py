@@ -1,14 +1,21 @@
 """Train ALS on gold/training and save a versioned model with its lineage.
 
-    python -m jobs.train --lake ./lake --rank 32 --reg-param 0.1 --alpha 10 --max-iter 15
+    python -m jobs.train --lake ./lake --rank 32 --reg-param 0.1 --alpha 10 --max-iter 15 [--tune] [--no-evaluate]
 
-Writes <lake>/models/<model_version>/ (ALS factors, the id maps used, params.json) and appends one row to
-meta/model_runs (model version, params, training table version, counts). The mode (implicit or explicit)
-follows the training table: a `weight` column means implicit, a `rating` column explicit.
+Writes <lake>/models/<model_version>/ (ALS factors, the id maps used, params.json, report.html) and appends one
+row to meta/model_runs (model version, params, training table version, code version, counts, metrics). The mode
+(implicit or explicit) follows the training table: a `weight` column means implicit, a `rating` column explicit.
+
+Unless ``--no-evaluate``, the model's offline metrics come first: gold/training is split per user
+(``--eval-fraction`` held out, ``--seed``), ALS and the popularity baseline (explicit: the bias baseline) are fitted
+on the rest and scored on the held-out pairs with the production top-N code; then the model that is saved is
+fitted on all the data. ``--tune`` picks rank/regParam/alpha/maxIter by K-fold CV on the training part (fold
+scores -> meta/tuning_results) before that, and the best configuration is refit on all the data.
 """
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import subprocess
 import sys
@@ -19,12 +26,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit jobs/train.py: import the project from its root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from pyspark import StorageLevel
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from jobs import tables
 from jobs.cli import Lake, add_lake_arg, base_parser, spark_from_args
-from models.als import AlsParams, fit_als, save_model
+from models.als import AlsParams, blas_implementation, fit_als, save_model
 from transforms import columns as C
 
 MODEL_RUNS = ("meta", "model_runs")
@@ -65,6 +73,14 @@ def build_parser():
     add_lake_arg(parser)
     add_als_args(parser)
     parser.add_argument("--model-version", default=None, help="name of the new model (default: UTC time, e.g. 20261123T010203Z)")
+    evaluation = parser.add_argument_group("offline evaluation")
+    evaluation.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                            help="skip the hold-out evaluation (no metrics, a report without them)")
+    evaluation.add_argument("--eval-fraction", type=float, default=0.2, help="share of each user's pairs held out")
+    evaluation.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
+    from jobs.tune import add_tuning_args
+
+    add_tuning_args(parser)
     return parser
 
 
@@ -96,6 +112,59 @@ def model_run(spark, lake: Lake, model_version: str) -> Row:
     return row
 
 
+def offline_evaluation(spark, lake: Lake, data, params: AlsParams, args, *, model_version: str,
+                       gold_path: str, training_version: int) -> tuple[AlsParams, dict | None]:
+    """(params to train with, evaluation report or None): the hold-out protocol of models.evaluation, with tuning
+    on the training part when --tune; fold scores are appended to meta/tuning_results."""
+    from jobs.tune import TUNING_RESULTS, store_fold_scores, tuning_configs
+    from models.evaluation import NotEnoughDataError, evaluate_explicit_holdout, evaluate_implicit
+    from models.tuning import cross_validate
+
+    configs = tuning_configs(args, implicit=params.implicit) if args.tune else None
+    report = None
+    common = dict(seed=params.seed, params=params, tune_configs=configs, tune_folds=args.tune_folds,
+                  parallelism=args.parallelism, checkpoint_dir=lake.checkpoints, metric=args.metric)
+    try:
+        if args.evaluate and params.implicit:
+            report = evaluate_implicit(data, test_fraction=args.eval_fraction, k=args.k, **common)
+        elif args.evaluate:
+            report = evaluate_explicit_holdout(data, test_fraction=args.eval_fraction, **common)
+    except NotEnoughDataError as exc:
+        if configs:
+            raise  # tuning was asked for explicitly: too little data is an error
+        print(f"  offline evaluation skipped: {exc}", file=sys.stderr)
+        return params, {"protocol": "skipped", "reason": str(exc)}
+    if report is None and configs:
+        result = cross_validate(data, configs, implicit=params.implicit, folds=args.tune_folds, seed=params.seed,
+                                k=args.k, metric=args.metric, checkpoint_dir=lake.checkpoints,
+                                parallelism=args.parallelism, base_params=params)
+        report = {"protocol": "tuning-only", "tuning": result.to_dict()}
+    if report is not None and "tuning" in report:
+        tuning = report["tuning"]
+        store_fold_scores(spark, lake.table(*TUNING_RESULTS), tuning, run_id=model_version,
+                          mode="implicit" if params.implicit else "explicit", source=gold_path,
+                          source_version=training_version, model_version=model_version)
+        best = tuning["best"]
+        params = AlsParams(**{**asdict(params), **best})
+    return params, report
+
+
+def headline_metrics(report: dict | None) -> dict:
+    """The numbers that go into meta/model_runs.metrics (the full report is in the model folder)."""
+    if not report or report.get("protocol") == "tuning-only":
+        return {}
+    if report.get("protocol") == "skipped":
+        return {"skipped": report["reason"]}
+    if report["protocol"] == "implicit":
+        k = report["k"]
+        keys = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"hit_rate@{k}", "coverage",
+                "users_evaluated", "users_without_recs"]
+        return {"protocol": "implicit", "split": report["split"],
+                **{name: {key: report[name][key] for key in keys} for name in ("als", "popularity")}}
+    return {"protocol": "explicit", "als": {k: report["als"][k] for k in ("rmse", "mae")},
+            "bias": {k: report["bias"][k] for k in ("rmse", "mae")}}
+
+
 def run(spark, args) -> dict:
     started = time.time()
     lake = Lake(args.lake)
@@ -109,35 +178,72 @@ def run(spark, args) -> dict:
     model_version = args.model_version or new_model_version()
     model_dir = f"{lake.models}/{model_version}"
 
+    evaluate = getattr(args, "evaluate", False) or getattr(args, "tune", False)
+    report = None
+    if evaluate:
+        data = data.persist(StorageLevel.MEMORY_AND_DISK)
+        params, report = offline_evaluation(spark, lake, data, params, args, model_version=model_version,
+                                            gold_path=gold_path, training_version=training_version)
     trained = fit_als(data, params, checkpoint_dir=lake.checkpoints)
     counts = data.agg(F.countDistinct(C.USER_IDX).alias("users"), F.countDistinct(C.ITEM_IDX).alias("items"),
                       F.count(F.lit(1)).alias("rows")).first()
+    metrics = headline_metrics(report)
     lineage = {
         "model_version": model_version,
         "training_table": gold_path,
         "training_version": training_version,
         "code_version": code_version(),
         "users": counts["users"], "items": counts["items"], "rows": counts["rows"],
+        "blas": blas_implementation(spark),
+        "metrics": metrics,
     }
     save_model(trained, model_dir,
                user_ids=data.select(C.USER_ID, C.USER_IDX).distinct(),
                item_ids=data.select(C.ITEM_ID, C.ITEM_IDX).distinct(), info=lineage)
+    write_model_report(spark, model_dir, report, lineage=lineage, params=params)
     seconds = round(time.time() - started, 1)
     run_row = Row(
         model_version=model_version, created_at=dt.datetime.now(dt.timezone.utc), model_dir=model_dir,
         mode="implicit" if params.implicit else "explicit", params=json.dumps(asdict(params)),
         training_table=gold_path, training_version=training_version, code_version=lineage["code_version"],
         users=counts["users"], items=counts["items"], rows=counts["rows"], train_seconds=float(seconds),
-        metrics="{}",
+        metrics=json.dumps(metrics, default=str),
     )
     tables.append(spark.createDataFrame([run_row], schema=MODEL_RUNS_SCHEMA), lake.table(*MODEL_RUNS))
+    if evaluate:
+        data.unpersist()
 
     summary = {**lineage, "mode": run_row["mode"], "params": asdict(params), "model_dir": model_dir, "seconds": seconds}
     print(f"train {model_version} ({run_row['mode']} ALS, rank {params.rank}, reg {params.reg_param}, "
           f"alpha {params.alpha}, {params.max_iter} iterations)  gold/training v{training_version}  {seconds} s")
     print(f"  users {counts['users']:,}  items {counts['items']:,}  rows {counts['rows']:,}  -> {model_dir}")
+    if metrics.get("protocol") == "implicit":
+        k = args.k
+        print(f"  hold-out nDCG@{k}: ALS {metrics['als'][f'ndcg@{k}']:.4f}, popularity "
+              f"{metrics['popularity'][f'ndcg@{k}']:.4f}")
+    elif metrics.get("protocol") == "explicit":
+        print(f"  hold-out RMSE: ALS {metrics['als']['rmse']:.4f}, bias baseline {metrics['bias']['rmse']:.4f}")
     print(json.dumps(summary, default=str), file=sys.stderr)
     return summary
+
+
+def write_model_report(spark, model_dir: str, report: dict | None, *, lineage: dict, params: AlsParams) -> None:
+    """model_dir/report.html: the offline evaluation (if any) with the model's lineage."""
+    from models.als import _write_text
+    from models.report import report_html
+
+    title = f"Model {lineage['model_version']}"
+    if report and report.get("protocol") in ("implicit", "explicit"):
+        text = report_html(report, title=title)
+    else:
+        reason = (report or {}).get("reason", "--no-evaluate")
+        text = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+                f"<h1>{title}</h1><p>No offline evaluation for this model: {html.escape(reason)}.</p>"
+                "</body></html>")
+    lineage_html = ("<h2>Lineage</h2><pre>" + json.dumps({**lineage, "params": asdict(params)}, indent=2, default=str)
+                    .replace("&", "&amp;").replace("<", "&lt;") + "</pre>")
+    text = text.replace("</body></html>", lineage_html + "</body></html>") if "</body></html>" in text else text + lineage_html
+    _write_text(spark, f"{model_dir}/report.html", text)
 
 
 MODEL_RUNS_SCHEMA = (

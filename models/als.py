@@ -7,14 +7,21 @@ directory (we always set one); NaN factors are an error, never a silent NaN scor
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict, dataclass, field, replace
 
 from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from models.base import FactorRecommender, NotFittedError, read_model_file, write_model_file
 from transforms import columns as C
+
+
+_STORAGE_LEVELS = {"NONE", "DISK_ONLY", "MEMORY_ONLY", "MEMORY_AND_DISK", "MEMORY_AND_DISK_DESER"}
+_blas_checked: set[int] = set()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,12 +34,22 @@ class AlsParams:
     seed: int = 42
     num_blocks: int | None = None  # user and item blocks; None: the session's default parallelism
     checkpoint_interval: int = 10
+    # Where ALS keeps its per-iteration blocks and the final factors (see bench/training.py for the effect).
+    intermediate_storage: str = "MEMORY_AND_DISK"
+    final_storage: str = "MEMORY_AND_DISK"
 
     def __post_init__(self):
         if self.rank < 1 or self.max_iter < 1:
             raise ValueError(f"rank and max_iter must be >= 1, got rank={self.rank}, max_iter={self.max_iter}")
         if self.reg_param < 0 or self.alpha < 0:
             raise ValueError(f"reg_param and alpha must be >= 0, got {self.reg_param}, {self.alpha}")
+        if self.checkpoint_interval < 1:
+            raise ValueError(f"checkpoint_interval must be >= 1, got {self.checkpoint_interval}")
+        if self.intermediate_storage not in _STORAGE_LEVELS or self.intermediate_storage == "NONE":
+            raise ValueError(f"intermediate_storage must be one of {sorted(_STORAGE_LEVELS - {'NONE'})}, "
+                             f"got {self.intermediate_storage!r}")
+        if self.final_storage not in _STORAGE_LEVELS:
+            raise ValueError(f"final_storage must be one of {sorted(_STORAGE_LEVELS)}, got {self.final_storage!r}")
 
     @property
     def rating_col(self) -> str:
@@ -66,6 +83,7 @@ def fit_als(training: DataFrame, params: AlsParams, *, checkpoint_dir: str) -> T
             raise ValueError(f"{mode} ALS needs column {col!r}; the training table has {training.columns}")
     spark = training.sparkSession
     spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    warn_if_java_blas(spark)
     blocks = params.num_blocks or spark.sparkContext.defaultParallelism
     data = training.select(C.USER_IDX, C.ITEM_IDX, F.col(params.rating_col).cast("float").alias(params.rating_col))
     data = data.persist(StorageLevel.MEMORY_AND_DISK)
@@ -75,6 +93,7 @@ def fit_als(training: DataFrame, params: AlsParams, *, checkpoint_dir: str) -> T
             implicitPrefs=params.implicit, seed=params.seed, userCol=C.ALS_USER_COL, itemCol=C.ALS_ITEM_COL,
             ratingCol=params.rating_col, numUserBlocks=blocks, numItemBlocks=blocks,
             checkpointInterval=params.checkpoint_interval, coldStartStrategy="drop", nonnegative=False,
+            intermediateStorageLevel=params.intermediate_storage, finalStorageLevel=params.final_storage,
         )
         model = als.fit(data)
     finally:
@@ -84,12 +103,40 @@ def fit_als(training: DataFrame, params: AlsParams, *, checkpoint_dir: str) -> T
     return trained
 
 
+def blas_implementation(spark: SparkSession) -> str:
+    """Class name of the BLAS the driver JVM uses for ALS: JNIBLAS (native, fast) or a Java fallback."""
+    jvm = spark._jvm  # noqa: SLF001 - py4j is the only way to ask the JVM
+    try:
+        return jvm.dev.ludovic.netlib.blas.NativeBLAS.getInstance().getClass().getName()
+    except Exception:  # no native library: netlib falls back to its Java implementation
+        return jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
+
+
+def warn_if_java_blas(spark: SparkSession) -> bool:
+    """Log a warning (once per session) when ALS would run on the Java BLAS, several times slower.
+
+    Returns True when a native BLAS is loaded. Fix: install an optimised BLAS as the system libblas.so.3, e.g.
+    Debian's libopenblas0-pthread (``make blas`` does it; the Docker image has it).
+    """
+    name = blas_implementation(spark)
+    native = name.endswith("JNIBLAS")
+    key = id(spark.sparkContext)
+    if not native and key not in _blas_checked:
+        log.warning("Spark ALS falls back to the Java BLAS (%s), several times slower than a native one: "
+                    "install libopenblas0-pthread (apt-get install libopenblas0-pthread) so that "
+                    "dev.ludovic.netlib loads libblas.so.3. Executors on other hosts need it too.", name)
+    _blas_checked.add(key)
+    return native
+
+
 def _raise_on_nan(trained: TrainedAls) -> None:
-    has_nan = F.exists(F.col("features"), lambda x: F.isnan(x))
-    for name, factors in (("user", trained.model.userFactors), ("item", trained.model.itemFactors)):
-        bad = factors.where(has_nan).count()
-        if bad:
-            raise NaNFactorsError(f"{bad} {name} factor vectors contain NaN with params {asdict(trained.params)}")
+    """One Spark job over both factor tables (a fit's fixed cost matters when tuning runs many fits)."""
+    bad = F.exists(F.col("features"), lambda x: F.isnan(x) | F.isnull(x))
+    sides = trained.model.userFactors.select(F.lit("user").alias("side"), bad.alias("bad")).unionAll(
+        trained.model.itemFactors.select(F.lit("item").alias("side"), bad.alias("bad")))
+    counts = {r["side"]: r["n"] for r in sides.where("bad").groupBy("side").agg(F.count(F.lit(1)).alias("n")).collect()}
+    for name, n in sorted(counts.items()):
+        raise NaNFactorsError(f"{n} {name} factor vectors contain NaN with params {asdict(trained.params)}")
 
 
 def save_model(trained: TrainedAls, model_dir: str, *, user_ids: DataFrame, item_ids: DataFrame, info: dict) -> None:
@@ -138,3 +185,107 @@ def _write_text(spark: SparkSession, path: str, text: str) -> None:
 
 def _read_text(spark: SparkSession, path: str) -> str:
     return spark.read.text(path, wholetext=True).first()[0]
+
+
+class AlsRecommender(FactorRecommender):
+    """Spark ALS behind the shared recommender interface (models.base): implicit or explicit by ``params``.
+
+    ``fit`` runs :func:`fit_als` (checkpointed, NaN-checked); ``save`` keeps Spark's own ALSModel format under
+    ``path/als``, next to the interface's recommender.json.
+    """
+
+    name = "als"
+
+    def __init__(self, *, params: AlsParams | None = None, checkpoint_dir: str | None = None) -> None:
+        super().__init__()
+        self.params = params or AlsParams()
+        self.checkpoint_dir = checkpoint_dir
+        self.trained: TrainedAls | None = None
+
+    def config(self) -> dict:
+        return {"params": asdict(self.params), "checkpoint_dir": self.checkpoint_dir}
+
+    def fit(self, training: DataFrame) -> "AlsRecommender":
+        if not self.checkpoint_dir:
+            raise ValueError("ALS needs checkpoint_dir: without it checkpointInterval is ignored and long runs "
+                             "overflow the lineage (apache/spark#5076)")
+        self.trained = fit_als(training, self.params, checkpoint_dir=self.checkpoint_dir)
+        self._user_factors = self.trained.user_factors
+        self._item_factors = self.trained.item_factors
+        self._remember_training(training)
+        return self
+
+    def save(self, path: str) -> None:
+        if self.trained is None:
+            raise NotFittedError("als: nothing to save, call fit() or load() first")
+        self.trained.model.write().overwrite().save(f"{path}/als")
+        write_model_file(self.trained.model.userFactors.sparkSession, path,
+                         {"class": type(self).__name__, "config": self.config()})
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: str) -> "AlsRecommender":
+        doc = read_model_file(spark, path)
+        if doc["class"] != cls.__name__:
+            raise TypeError(f"{path} holds a {doc['class']}, not an {cls.__name__}: use models.load_recommender")
+        config = doc["config"]
+        model = cls(params=AlsParams(**config["params"]), checkpoint_dir=config.get("checkpoint_dir"))
+        model.trained = TrainedAls(ALSModel.load(f"{path}/als"), model.params)
+        model._user_factors = model.trained.user_factors
+        model._item_factors = model.trained.item_factors
+        return model
+
+
+class BiasedAlsRecommender(FactorRecommender):
+    """Explicit ALS on what the bias baseline leaves: rating ~ mu + b_u + b_i + p_u . q_i.
+
+    Fits :class:`models.baseline.BiasBaseline`, then explicit ALS on the residuals r - (mu + b_u + b_i), and
+    joins both into one factor model (user [p_u, 1, mu + b_u], item [q_i, b_i, 1]) so it predicts, recommends,
+    saves and loads like every other model. On small explicit data sets plain ALS hardly beats the biases; this
+    usually does (see the README's measured RMSE).
+    """
+
+    name = "als_bias"
+
+    def __init__(self, *, params: AlsParams | None = None, checkpoint_dir: str | None = None,
+                 reg_user: float = 15.0, reg_item: float = 10.0) -> None:
+        super().__init__()
+        self.params = params or AlsParams(implicit=False)
+        self.checkpoint_dir = checkpoint_dir
+        self.reg_user, self.reg_item = reg_user, reg_item
+
+    def config(self) -> dict:
+        return {"params": asdict(self.params), "checkpoint_dir": self.checkpoint_dir, "reg_user": self.reg_user,
+                "reg_item": self.reg_item}
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: str) -> "BiasedAlsRecommender":
+        doc = read_model_file(spark, path)
+        if doc["class"] != cls.__name__:
+            raise TypeError(f"{path} holds a {doc['class']}, not a {cls.__name__}: use models.load_recommender")
+        config = dict(doc["config"])
+        config["params"] = AlsParams(**config["params"])
+        model = cls(**config)
+        model._user_factors = spark.read.parquet(f"{path}/user_factors")
+        model._item_factors = spark.read.parquet(f"{path}/item_factors")
+        return model
+
+    def fit(self, training: DataFrame) -> "BiasedAlsRecommender":
+        from models.baseline import BiasBaseline
+
+        if not self.checkpoint_dir:
+            raise ValueError("ALS needs checkpoint_dir (apache/spark#5076)")
+        params = replace(self.params, implicit=False)
+        bias = BiasBaseline(reg_user=self.reg_user, reg_item=self.reg_item).fit(training)
+        residual = (bias.predict(training.select(C.USER_IDX, C.ITEM_IDX, C.RATING))
+                    .select(C.USER_IDX, C.ITEM_IDX, (F.col(C.RATING) - F.col("prediction")).alias(C.RATING))
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+        try:
+            trained = fit_als(residual, params, checkpoint_dir=self.checkpoint_dir)
+        finally:
+            residual.unpersist()
+        self._user_factors = (trained.user_factors.join(bias.user_factors.withColumnRenamed(C.FEATURES, "_b"), C.USER_IDX)
+                              .select(C.USER_IDX, F.concat(C.FEATURES, "_b").alias(C.FEATURES)).cache())
+        self._item_factors = (trained.item_factors.join(bias.item_factors.withColumnRenamed(C.FEATURES, "_b"), C.ITEM_IDX)
+                              .select(C.ITEM_IDX, F.concat(C.FEATURES, "_b").alias(C.FEATURES)).cache())
+        self._remember_training(training)
+        return self

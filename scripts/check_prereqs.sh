@@ -18,4 +18,8 @@ if [ -z "$py" ] || ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] ==
   echo "       Install it (pyenv install 3.12, or apt-get install python3.12 python3.12-venv) or run: make PY312=/path/to/python3.12 ..." >&2
   fail=1
 fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas'; then
+  # not fatal: Spark ALS still runs, on netlib's Java BLAS, several times slower
+  echo "WARNING: no native BLAS (OpenBLAS) found; Spark ALS will be slow. Fix: make blas (apt-get install libopenblas0-pthread)." >&2
+fi
 exit $fail

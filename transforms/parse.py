@@ -1,16 +1,31 @@
-"""Parse raw rating lines into typed events; every line that cannot be used gets a machine-readable reason.
+"""Parse raw input rows into typed events; every row that cannot be used gets a machine-readable reason.
 
-Input: a DataFrame with the raw text of each line (``raw``) and its ``source_file`` (``spark.read.text`` plus
-``_metadata.file_path``). Output: the same rows with typed columns and ``reason`` (null when the row is good).
+Input: a DataFrame with the raw text of each row (``raw``) and its ``source_file`` (``spark.read.text`` plus
+``_metadata.file_path``; jobs.ingest adds the split offset and a row position). Output: the same rows, every
+input column kept, plus the typed columns (user_id, item_id, event_type, value, event_ts, source_event_id) and
+``reason`` (null when the row is good; the typed columns are null when it is not).
+
+Two families of formats share the output:
+
+- rating files (MovieLens u.data / ratings.dat / ratings.csv, MovieTweetings ratings.dat): one rating per line,
+  event_type ``rating``;
+- event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``): user, item, event type,
+  timestamp (ISO-8601 or unix seconds), an optional value (rating, quantity, dwell time) and an optional event id.
+
+Parquet rows reach the parser as JSON text (jobs.ingest turns each row into ``to_json(struct(*))``), so all
+event formats share one set of checks and every quarantined row keeps a readable raw text.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from transforms import columns as C
+from transforms.training import DEFAULT_EVENT_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,27 @@ class RatingFormat:
     rating_min: float
     rating_max: float
     description: str
+    file_type: str = "text"
+
+
+# The fields of an event log, in the default CSV column order. The first four are required.
+EVENT_FIELDS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.VALUE, "event_id")
+REQUIRED_EVENT_FIELDS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS)
+DEFAULT_EVENT_TYPES = tuple(DEFAULT_EVENT_WEIGHTS)
+
+
+@dataclass(frozen=True)
+class EventFormat:
+    """An event log: ``file_type`` csv (``columns`` in order), json (keys = EVENT_FIELDS) or parquet (columns)."""
+
+    name: str
+    file_type: str
+    description: str
+    columns: tuple[str, ...] = EVENT_FIELDS
+    event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    rating_min: float = 0.5  # value of a ``rating`` event
+    rating_max: float = 5.0
+    max_value: float = 1e6  # largest value (quantity, dwell seconds) of any other event type
 
 
 RATING_FORMATS = {
@@ -34,24 +70,67 @@ RATING_FORMATS = {
                      "MovieTweetings ratings.dat: user::imdb_id::rating::ts; item ids kept as strings (leading zeros)"),
     )
 }
+EVENT_FORMATS = {
+    fmt.name: fmt
+    for fmt in (
+        EventFormat("events", "csv",
+                    "event log, CSV lines user_id,item_id,event_type,event_ts[,value[,event_id]] (header optional, "
+                    "event_ts ISO-8601 or unix seconds)"),
+        EventFormat("events-json", "json",
+                    "event log, JSON lines with keys user_id, item_id, event_type, event_ts, value, event_id"),
+        EventFormat("events-parquet", "parquet",
+                    "event log, Parquet files with columns user_id, item_id, event_type, event_ts, value, event_id"),
+    )
+}
+FORMATS = {**RATING_FORMATS, **EVENT_FORMATS}
 
 # Reasons, in the order they are checked; the first that applies is recorded.
 EMPTY_LINE = "empty_line"
+INVALID_UTF8 = "invalid_utf8"  # bytes that are not UTF-8, or U+FFFD (bytes already lost upstream)
 HEADER = "header"  # not an error: counted, never loaded, never quarantined
 WRONG_FIELD_COUNT = "wrong_field_count"
+MALFORMED_JSON = "malformed_json"
 MISSING_USER_ID = "missing_user_id"
 MISSING_ITEM_ID = "missing_item_id"
+MISSING_EVENT_TYPE = "missing_event_type"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
 BAD_RATING = "bad_rating"
 RATING_OUT_OF_RANGE = "rating_out_of_range"
+MISSING_TIMESTAMP = "missing_timestamp"
 BAD_TIMESTAMP = "bad_timestamp"
 FUTURE_TIMESTAMP = "future_timestamp"
+BAD_VALUE = "bad_value"
+VALUE_OUT_OF_RANGE = "value_out_of_range"
+BOT_SUSPECTED = "bot_suspected"  # set by transforms.outliers, not by the parser
+
+# Every reason a row can carry, headers included (validation suites take this list).
+REASONS = (EMPTY_LINE, INVALID_UTF8, HEADER, WRONG_FIELD_COUNT, MALFORMED_JSON, MISSING_USER_ID, MISSING_ITEM_ID,
+           MISSING_EVENT_TYPE, UNKNOWN_EVENT_TYPE, BAD_RATING, RATING_OUT_OF_RANGE, MISSING_TIMESTAMP, BAD_TIMESTAMP,
+           FUTURE_TIMESTAMP, BAD_VALUE, VALUE_OUT_OF_RANGE, BOT_SUSPECTED)
+
+_TYPED = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.EVENT_TS, C.SOURCE_EVENT_ID)
+_CORRUPT = "_corrupt_record"
 
 
-def get_format(name: str) -> RatingFormat:
+def get_format(name: str) -> RatingFormat | EventFormat:
     try:
-        return RATING_FORMATS[name]
+        return FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown rating format {name!r}; known formats: {sorted(RATING_FORMATS)}") from None
+        raise ValueError(f"unknown input format {name!r}; known formats: {sorted(FORMATS)}") from None
+
+
+def is_event_format(fmt) -> bool:
+    return isinstance(fmt, EventFormat)
+
+
+def with_columns(fmt: EventFormat, columns: Iterable[str]) -> EventFormat:
+    """``fmt`` reading CSV fields in the order ``columns`` (names from EVENT_FIELDS; any other name is ignored)."""
+    columns = tuple(c.strip() for c in columns)
+    missing = [c for c in REQUIRED_EVENT_FIELDS if c not in columns]
+    if missing:
+        raise ValueError(f"CSV columns {list(columns)} lack the required field(s) {missing}; "
+                         f"required: {list(REQUIRED_EVENT_FIELDS)}, optional: value, event_id")
+    return replace(fmt, columns=columns)
 
 
 def _blank_to_null(col: Column) -> Column:
@@ -59,9 +138,34 @@ def _blank_to_null(col: Column) -> Column:
     return F.when(trimmed == "", F.lit(None)).otherwise(trimmed)
 
 
-def parse_rating_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_ts_seconds: int,
-                       rating_min: float | None = None, rating_max: float | None = None) -> DataFrame:
-    """Typed rating events plus ``reason``; ``max_event_ts_seconds`` (unix s) bounds timestamps from the future."""
+def _input_columns(lines: DataFrame) -> list[str]:
+    return [c for c in lines.columns if c not in _TYPED and c != C.REASON]
+
+
+def parse_lines(lines: DataFrame, fmt, *, max_event_ts_seconds: int, rating_min: float | None = None,
+                rating_max: float | None = None, event_types: Iterable[str] | None = None,
+                max_value: float | None = None) -> DataFrame:
+    """Typed events plus ``reason`` for any format; ``max_event_ts_seconds`` (unix s) bounds timestamps from the future.
+
+    ``rating_min``/``rating_max`` default to the format's scale; ``event_types`` (event logs) to the format's known
+    types, ``max_value`` to its largest plausible non-rating value.
+    """
+    if is_event_format(fmt):
+        return _parse_event_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
+                                  rating_max=rating_max, event_types=event_types, max_value=max_value)
+    return _parse_rating_file_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
+                                    rating_max=rating_max)
+
+
+def parse_rating_lines(lines: DataFrame, fmt, *, max_event_ts_seconds: int,
+                       rating_min: float | None = None, rating_max: float | None = None, **event_options) -> DataFrame:
+    """The original entry point (rating files), kept for callers; it accepts event formats too (see parse_lines)."""
+    return parse_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
+                       rating_max=rating_max, **event_options)
+
+
+def _parse_rating_file_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_ts_seconds: int,
+                             rating_min: float | None, rating_max: float | None) -> DataFrame:
     lo = fmt.rating_min if rating_min is None else rating_min
     hi = fmt.rating_max if rating_max is None else rating_max
     raw = F.col(C.RAW)
@@ -75,6 +179,7 @@ def parse_rating_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_ts_seco
 
     reason = (
         F.when(F.trim(raw) == "", F.lit(EMPTY_LINE))
+        .when(~F.is_valid_utf8(raw) | raw.contains("\ufffd"), F.lit(INVALID_UTF8))
         .when(F.lit(fmt.header_prefix is not None) & raw.startswith(fmt.header_prefix or "\u0000"), F.lit(HEADER))
         .when(F.size(parts) != 4, F.lit(WRONG_FIELD_COUNT))
         .when(user.isNull(), F.lit(MISSING_USER_ID))
@@ -86,46 +191,178 @@ def parse_rating_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_ts_seco
     )
     ok = reason.isNull()
     return lines.select(
+        *_input_columns(lines),
         F.when(ok, user).alias(C.USER_ID),
         F.when(ok, item).alias(C.ITEM_ID),
         F.lit(C.RATING_EVENT).alias(C.EVENT_TYPE),
         F.when(ok, rating).alias(C.VALUE),
         F.when(ok, F.timestamp_seconds(ts_seconds)).alias(C.EVENT_TS),
-        F.col(C.RAW),
-        F.col(C.SOURCE_FILE),
+        F.lit(None).cast("string").alias(C.SOURCE_EVENT_ID),
         reason.alias(C.REASON),
     )
 
 
+def normalise_event_type(col: Column) -> Column:
+    """Lower case, surrounding blanks removed, inner blanks and dashes as '_' ('Add-To-Cart' -> 'add_to_cart')."""
+    return F.regexp_replace(F.lower(F.trim(col)), r"[\s\-]+", "_")
+
+
+def _csv_fields(raw: Column, fmt: EventFormat) -> tuple[dict[str, Column], Column]:
+    """(field name -> text, malformed flag) for a CSV line; quoted fields are parsed with from_csv."""
+    has_quote = raw.contains('"')
+    parts = F.split(raw, ",", -1)
+    schema = ", ".join(f"`c{i}` string" for i in range(len(fmt.columns)))
+    quoted = F.from_csv(raw, schema)
+    fields = {}
+    for i, name in enumerate(fmt.columns):
+        if name in EVENT_FIELDS:
+            fields[name] = F.when(has_quote, quoted[f"c{i}"]).otherwise(F.get(parts, i))
+    unquoted = F.regexp_replace(raw, r'"[^"]*"', "")
+    n_fields = F.when(has_quote, F.size(F.split(unquoted, ",", -1))).otherwise(F.size(parts))
+    required = max(fmt.columns.index(c) for c in REQUIRED_EVENT_FIELDS) + 1
+    malformed = (n_fields < required) | (n_fields > len(fmt.columns))
+    return fields, malformed
+
+
+def _json_fields(raw: Column) -> tuple[dict[str, Column], Column]:
+    schema = T.StructType([T.StructField(name, T.StringType()) for name in EVENT_FIELDS]
+                          + [T.StructField(_CORRUPT, T.StringType())])
+    obj = F.from_json(raw, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+    malformed = obj.isNull() | obj[_CORRUPT].isNotNull()
+    return {name: obj[name] for name in EVENT_FIELDS}, malformed
+
+
+def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_seconds: int,
+                       rating_min: float | None, rating_max: float | None, event_types: Iterable[str] | None,
+                       max_value: float | None) -> DataFrame:
+    """Three projections (fields, typed values, reason) so each stays small enough for Spark's code generator."""
+    lo = fmt.rating_min if rating_min is None else rating_min
+    hi = fmt.rating_max if rating_max is None else rating_max
+    top = fmt.max_value if max_value is None else max_value
+    known_types = sorted(set(fmt.event_types if event_types is None else event_types))
+    if not known_types:
+        raise ValueError("event_types is empty: every event would be quarantined as unknown_event_type")
+    keep = _input_columns(lines)
+    raw = F.col(C.RAW)
+    clean = F.regexp_replace(raw, r"\r$", "")
+    if fmt.file_type == "csv":
+        fields, malformed = _csv_fields(clean, fmt)
+        malformed_reason = WRONG_FIELD_COUNT
+        header = F.lower(F.trim(clean)).startswith(",".join(fmt.columns[:2]))
+    elif fmt.file_type in ("json", "parquet"):
+        fields, malformed = _json_fields(clean)
+        malformed_reason = MALFORMED_JSON
+        header = F.lit(False)
+    else:
+        raise ValueError(f"format {fmt.name}: unknown file_type {fmt.file_type!r} (csv, json or parquet)")
+
+    # 1. the text of each field, blank as null, and the line-level flags
+    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
+    line_reason = (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
+                   .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
+    names = {C.USER_ID: "_u", C.ITEM_ID: "_i", C.EVENT_TYPE: "_t", C.EVENT_TS: "_ts", C.VALUE: "_v", "event_id": "_e"}
+    texts = [(_blank_to_null(fields[f]) if f in fields else F.lit(None).cast("string")).alias(alias)
+             for f, alias in names.items()]
+    step1 = lines.select(*keep, line_reason.alias("_line_reason"), *texts)
+
+    # 2. typed values. event_ts: unix seconds (digits, optional fraction) or anything Spark casts to a timestamp.
+    ts_text = F.col("_ts")
+    is_number = ts_text.rlike(r"^[+-]?[0-9]{1,12}(\.[0-9]{1,9})?$")
+    seconds_dec = F.when(is_number, ts_text.try_cast("decimal(21,9)"))
+    iso_ts = F.when(~is_number, ts_text.try_cast("timestamp"))
+    step2 = step1.select(
+        *keep, "_line_reason", "_u", "_i", "_t", "_ts", "_v", "_e",
+        normalise_event_type(F.col("_t")).alias("_type"),
+        F.when(is_number, F.timestamp_micros((seconds_dec * F.lit(1_000_000)).cast("long")))
+        .otherwise(iso_ts).alias("_event_ts"),
+        F.coalesce(seconds_dec.cast("double"), F.unix_micros(iso_ts) / F.lit(1e6)).alias("_seconds"),
+        F.col("_v").try_cast("double").alias("_value"),
+    )
+
+    # 3. the first reason that applies
+    value, value_text = F.col("_value"), F.col("_v")
+    value_unparsed = value_text.isNotNull() & (value.isNull() | F.isnan(value))
+    is_rating = F.col("_type") == F.lit(C.RATING_EVENT)
+    seconds = F.col("_seconds")
+    reason = (
+        F.when(F.col("_line_reason").isNotNull(), F.col("_line_reason"))
+        .when(F.col("_u").isNull(), F.lit(MISSING_USER_ID))
+        .when(F.col("_i").isNull(), F.lit(MISSING_ITEM_ID))
+        .when(F.col("_t").isNull(), F.lit(MISSING_EVENT_TYPE))
+        .when(~F.col("_type").isin(*known_types), F.lit(UNKNOWN_EVENT_TYPE))
+        .when(F.col("_ts").isNull(), F.lit(MISSING_TIMESTAMP))
+        .when(seconds.isNull() | (seconds < 0), F.lit(BAD_TIMESTAMP))
+        .when(seconds > F.lit(float(max_event_ts_seconds)), F.lit(FUTURE_TIMESTAMP))
+        .when(is_rating & (value_text.isNull() | value_unparsed), F.lit(BAD_RATING))
+        .when(is_rating & ((value < lo) | (value > hi)), F.lit(RATING_OUT_OF_RANGE))
+        .when(value_unparsed, F.lit(BAD_VALUE))
+        .when((value < 0) | (value > F.lit(float(top))), F.lit(VALUE_OUT_OF_RANGE))
+    )
+    step3 = step2.select(*keep, "_u", "_i", "_type", "_value", "_event_ts", "_e", reason.alias(C.REASON))
+    ok = F.col(C.REASON).isNull()
+    return step3.select(
+        *keep,
+        F.when(ok, F.col("_u")).alias(C.USER_ID),
+        F.when(ok, F.col("_i")).alias(C.ITEM_ID),
+        F.when(ok, F.col("_type")).alias(C.EVENT_TYPE),
+        F.when(ok, F.col("_value")).alias(C.VALUE),
+        F.when(ok, F.col("_event_ts")).alias(C.EVENT_TS),
+        F.when(ok, F.col("_e")).alias(C.SOURCE_EVENT_ID),
+        F.col(C.REASON),
+    )
+
+
 def with_event_id(events: DataFrame) -> DataFrame:
-    """A deterministic event key: the same event replayed (same user, item, type, time, value) gets the same id."""
-    key = F.concat_ws(
+    """A deterministic event key (sha256 hex), the MERGE key of silver.
+
+    With a ``source_event_id`` (the log's own id): the same user and source id are the same event, however the
+    replay is formatted. Without one: the same user, item, type, time (to the microsecond) and value are the same
+    event, so a replayed line and a re-exported one ('4' vs '4.0', ISO vs unix time) collapse to one key.
+    """
+    content = F.concat_ws(
         "\u0001", F.col(C.USER_ID), F.col(C.ITEM_ID), F.col(C.EVENT_TYPE),
         F.unix_micros(F.col(C.EVENT_TS)).cast("string"), F.coalesce(F.col(C.VALUE).cast("string"), F.lit("")),
     )
-    return events.withColumn(C.EVENT_ID, F.sha2(key, 256))
+    if C.SOURCE_EVENT_ID in events.columns:
+        by_id = F.concat_ws("\u0001", F.lit("id"), F.col(C.USER_ID), F.col(C.SOURCE_EVENT_ID))
+        content = F.when(F.col(C.SOURCE_EVENT_ID).isNotNull(), by_id).otherwise(content)
+    return events.withColumn(C.EVENT_ID, F.sha2(content, 256))
 
 
 def with_event_date(events: DataFrame) -> DataFrame:
-    """event_date (UTC day) and event_month, silver's partition column (yyyy-MM; a day grain makes tiny files)."""
+    """event_date (UTC day) and event_month (yyyy-MM): silver is partitioned by one of them (jobs.ingest)."""
     return events.withColumn(C.EVENT_DATE, F.to_date(F.col(C.EVENT_TS))).withColumn(
         C.EVENT_MONTH, F.date_format(F.col(C.EVENT_TS), "yyyy-MM")
     )
 
 
-def valid_events(parsed: DataFrame) -> DataFrame:
-    """Good rows only, typed, keyed, deduplicated within the batch, with their date partition."""
+def dedupe_events(events: DataFrame, *, order_by: list[str] | None = None) -> DataFrame:
+    """One row per event_id. With ``order_by`` the first row in that order is kept (deterministic provenance);
+    without it, any one of the identical-key rows (dropDuplicates)."""
+    if not order_by:
+        return events.dropDuplicates([C.EVENT_ID])
+    others = [c for c in events.columns if c != C.EVENT_ID]
+    first = F.min_by(F.struct(*others), F.struct(*order_by))
+    return events.groupBy(C.EVENT_ID).agg(first.alias("_first")).select(C.EVENT_ID, "_first.*")
+
+
+def valid_events(parsed: DataFrame, *, order_by: list[str] | None = None) -> DataFrame:
+    """Good rows only, typed, keyed, deduplicated within the batch, with their date columns."""
     return (
         parsed.where(F.col(C.REASON).isNull())
         .drop(C.REASON, C.RAW)
         .transform(with_event_id)
-        .dropDuplicates([C.EVENT_ID])
+        .transform(lambda df: dedupe_events(df, order_by=order_by))
         .transform(with_event_date)
     )
 
 
 def rejected_rows(parsed: DataFrame) -> DataFrame:
-    """Rows for the quarantine table: raw text, source and reason (headers are not errors and are left out)."""
+    """Rows for the quarantine table: raw text, source (file, offset, line when known) and reason.
+
+    Headers are not errors and are left out.
+    """
+    position = [c for c in (C.SOURCE_OFFSET, C.SOURCE_LINE) if c in parsed.columns]
     return parsed.where(F.col(C.REASON).isNotNull() & (F.col(C.REASON) != HEADER)).select(
-        C.RAW, C.SOURCE_FILE, C.REASON
+        C.RAW, C.SOURCE_FILE, *position, C.REASON
     )

@@ -65,11 +65,33 @@ def explicit_training(events: DataFrame) -> DataFrame:
 
 def popular_items(training: DataFrame, *, n: int) -> DataFrame:
     """Top ``n`` items by distinct users (ties: more events, then item_id): (rank, item_id, score)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     counts = training.groupBy(C.ITEM_ID).agg(
         F.countDistinct(C.USER_ID).alias("users"), F.sum(C.N_EVENTS).alias("events")
     )
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
     top = counts.orderBy(F.col("users").desc(), F.col("events").desc(), F.col(C.ITEM_ID)).limit(n).collect()
     rows = [(rank, r[C.ITEM_ID], float(r["users"])) for rank, r in enumerate(top, start=1)]
     return training.sparkSession.createDataFrame(rows, f"{C.RANK} int, {C.ITEM_ID} string, {C.SCORE} double")
+
+
+def recent_popular_items(training: DataFrame, *, n: int, days: float, as_of_ts: str | None = None) -> DataFrame:
+    """``popular_items`` over the pairs last seen within ``days`` before ``as_of_ts`` (default: the newest
+    ``last_event_ts`` in the table, so the window follows the data, not the wall clock).
+
+    A pair counts when the user's latest event on the item falls in the window: "what people engaged with lately".
+    """
+    if days <= 0:
+        raise ValueError(f"days must be positive, got {days}")
+    if C.LAST_EVENT_TS not in training.columns:
+        raise ValueError(f"the training table has no {C.LAST_EVENT_TS!r} column (columns: {training.columns})")
+    if as_of_ts is None:
+        newest = training.agg(F.max(C.LAST_EVENT_TS)).first()[0]
+        if newest is None:
+            return popular_items(training, n=n)  # empty table: empty result
+        as_of = F.lit(newest).cast("timestamp")
+    else:
+        as_of = F.lit(as_of_ts).cast("timestamp")
+    since = F.timestamp_micros(F.unix_micros(as_of) - F.lit(int(days * 86_400e6)))
+    window = training.where((F.col(C.LAST_EVENT_TS) >= since) & (F.col(C.LAST_EVENT_TS) <= as_of))
+    return popular_items(window, n=n)

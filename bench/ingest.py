@@ -1,0 +1,155 @@
+"""Ingest benchmark: jobs.ingest end to end versus a plain Spark copy of the same files into Delta.
+
+    python bench/ingest.py                        # 1M and 10M events (make bench-ingest)
+    python bench/ingest.py --sizes 1000000,3000000 --out /tmp/ingest.json
+
+For each size the generator (jobs.generate_logs --kind events, CSV, default fault rates plus bots and invalid
+UTF-8 lines) writes the log once; then, in the same run, each phase runs in a fresh Spark driver process:
+
+- plain copy: ``spark.read.csv`` (all columns as strings, no validation) written straight to a new Delta table;
+- ingest: ``jobs.ingest`` into a new lake (bronze, quarantine, silver MERGE, meta tables, conservation check).
+
+Each phase is timed from the first read to the last commit (JVM start-up excluded, the same for both), and its
+peak resident memory is the high-water mark (VmHWM) of the driver JVM plus the Python process. Results go to
+``--out`` as a list of records: events, lines, input_mb, ingest_s, plain_copy_s, ratio (ingest_s / plain_copy_s),
+events_per_s, peak_rss_mb, plain_copy_peak_rss_mb, ingest step times and the machine's load while it ran.
+A benchmark, not a test: nothing here asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GENERATOR = dict(users=200_000, items=50_000, clusters=16, days=14, start_date="2024-03-01", fault_rate=0.01,
+                 duplicate_rate=0.01, near_duplicate_rate=0.01, bot_users=3, bot_events=20_000,
+                 invalid_utf8_lines=100, late_rate=0.02)
+CSV_SCHEMA = "user_id string, item_id string, event_type string, event_ts string, value string, event_id string"
+BOT_LIMIT = 5_000
+
+
+def peak_rss_mb(spark) -> float:
+    """High-water resident memory of the driver JVM plus this Python process, in MB (Linux /proc)."""
+    def hwm(pid: int) -> float:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())  # noqa: SLF001
+    return round(hwm(jvm_pid) + hwm(os.getpid()), 1)
+
+
+def phase(name: str, work_dir: Path, input_dir: str, events: int, conf: list[str]) -> dict:
+    """Run one phase in this process (a fresh driver) and return its timing."""
+    from jobs.cli import parse_conf
+    from jobs.spark_session import build_spark
+
+    spark = build_spark(f"bench-ingest-{name}", master="local[2]", conf=parse_conf(conf), log_level="ERROR")
+    try:
+        if name == "generate":
+            from jobs import generate_logs
+
+            argv = ["--kind", "events", "--output", input_dir, "--events", str(events),
+                    "--files", str(max(2, events // 500_000)), "--output-format", "csv"]
+            for key, value in GENERATOR.items():
+                argv += [f"--{key.replace('_', '-')}", str(value)]
+            started = time.time()
+            summary = generate_logs.run(spark, generate_logs.build_parser().parse_args(argv))
+            return {"seconds": round(time.time() - started, 2), "lines": summary["lines"]}
+        if name == "plain":
+            target = str(work_dir / "plain")
+            started = time.time()
+            (spark.read.schema(CSV_SCHEMA).csv(input_dir).write.format("delta").mode("overwrite")
+             .option("optimizeWrite", "false").save(target))
+            seconds = time.time() - started
+            return {"seconds": round(seconds, 2), "peak_rss_mb": peak_rss_mb(spark)}
+        if name == "ingest":
+            from jobs import ingest
+
+            argv = ["--input", input_dir, "--format", "events", "--lake", str(work_dir / "lake"),
+                    "--bot-max-events-per-day", str(BOT_LIMIT), "--progress-every", "60"]
+            started = time.time()
+            summary = ingest.run(spark, ingest.build_parser().parse_args(argv))
+            seconds = time.time() - started
+            return {"seconds": round(seconds, 2), "peak_rss_mb": peak_rss_mb(spark), "summary": summary}
+        raise ValueError(f"unknown phase {name!r}")
+    finally:
+        spark.stop()
+
+
+def run_phase(name: str, work_dir: Path, input_dir: str, events: int, conf: list[str]) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", name, "--work-dir", str(work_dir),
+           "--input-dir", input_dir, "--events", str(events)] + [a for c in conf for a in ("--conf", c)]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    if out.returncode:
+        raise RuntimeError(f"phase {name} failed:\n{out.stderr[-4000:]}")
+    result_line = [line for line in out.stdout.splitlines() if line.startswith("BENCH_RESULT ")][-1]
+    return json.loads(result_line[len("BENCH_RESULT "):])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated event counts")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "ingest.json"))
+    parser.add_argument("--work-root", default="/tmp/bench-ingest", help="scratch folder (replaced)")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="Spark settings")
+    parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--input-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--events", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        result = phase(args.phase, Path(args.work_dir), args.input_dir, args.events, args.conf)
+        print("BENCH_RESULT " + json.dumps(result, default=str))
+        return 0
+
+    records = []
+    for events in [int(s) for s in args.sizes.split(",")]:
+        work = Path(args.work_root) / str(events)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        input_dir = str(work / "input")
+        gen = run_phase("generate", work, input_dir, events, args.conf)
+        input_mb = sum(p.stat().st_size for p in Path(input_dir).glob("part-*")) / 1e6
+        load_before = os.getloadavg()[0]
+        plain = run_phase("plain", work, input_dir, events, args.conf)
+        ingest = run_phase("ingest", work, input_dir, events, args.conf)
+        summary = ingest["summary"]
+        record = {
+            "events": events, "lines": gen["lines"], "input_mb": round(input_mb, 1),
+            "ingest_s": ingest["seconds"], "plain_copy_s": plain["seconds"],
+            "ratio": round(ingest["seconds"] / plain["seconds"], 2),
+            "events_per_s": round(gen["lines"] / ingest["seconds"]),
+            "plain_copy_events_per_s": round(gen["lines"] / plain["seconds"]),
+            "peak_rss_mb": ingest["peak_rss_mb"], "plain_copy_peak_rss_mb": plain["peak_rss_mb"],
+            "ingest_steps_s": summary.get("steps"), "loaded": summary["loaded"],
+            "duplicates": summary["duplicates"], "quarantined": summary["quarantined"],
+            "generate_s": gen["seconds"], "cores": os.cpu_count(),
+            "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+            "spark": "local[2], driver 4g" + ("; " + "; ".join(args.conf) if args.conf else ""),
+        }
+        records.append(record)
+        print(json.dumps(record), flush=True)
+        shutil.rmtree(work, ignore_errors=True)
+    if len(records) > 1:
+        small, large = records[0], records[-1]
+        growth = (large["ingest_s"] / small["ingest_s"]) / (large["events"] / small["events"])
+        print(f"time per event at {large['events']:,} vs {small['events']:,} events: x{growth:.2f} (1.0 = linear)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(records, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""jobs.maintain: OPTIMIZE compacts, VACUUM keeps time travel within the safe window, short windows need a flag."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from jobs import maintain, tables
+from jobs.cli import Lake
+
+pytestmark = pytest.mark.slow
+
+
+def args(lake: Lake, *extra: str):
+    return maintain.build_parser().parse_args(["--lake", lake.root, "--history", "3", *extra])
+
+
+@pytest.fixture()
+def small_files_lake(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    path = lake.table("silver", "interactions")
+    for i in range(4):  # four appends of two files each: eight small files
+        rows = [(f"u{i}{j}", f"i{j}", dt.date(2024, 1, 1 + j % 2)) for j in range(6)]
+        (spark.createDataFrame(rows, "user_id string, item_id string, event_date date").repartition(2)
+         .write.format("delta").mode("append").partitionBy("event_date").save(path))
+    return lake, path
+
+
+def test_optimize_compacts_and_vacuum_keeps_the_safe_window(spark, small_files_lake, capsys):
+    lake, path = small_files_lake
+    report = maintain.run(spark, args(lake))
+    entry = report["tables"]["silver/interactions"]
+    assert entry["before"]["files"] > entry["after"]["files"] == 2  # one file per date partition
+    assert entry["optimize"]["zorder_by"] == ["user_id", "item_id"]
+    assert entry["after"]["storage_files"] == entry["before"]["storage_files"] + 2  # nothing old enough to delete
+    assert tables.read(spark, path, version=0).count() == 6  # time travel still works
+    out = capsys.readouterr().out
+    assert "OPTIMIZE" in out and "silver/interactions" in out
+    assert tables.exists(spark, lake.table(*maintain.MAINTENANCE_RUNS))
+
+
+def test_short_retention_is_refused_unless_asked_for(spark, small_files_lake):
+    lake, path = small_files_lake
+    with pytest.raises(maintain.UnsafeRetentionError, match="168"):
+        maintain.run(spark, args(lake, "--vacuum-hours", "0"))
+    report = maintain.run(spark, args(lake, "--vacuum-hours", "0", "--allow-short-retention",
+                                      "--tables", "silver/interactions"))
+    after = report["tables"]["silver/interactions"]["after"]
+    assert after["storage_files"] == after["files"]  # everything old is gone...
+    assert tables.read(spark, path).count() == 24
+    with pytest.raises(Exception):
+        tables.read(spark, path, version=0).collect()  # ...and with it the versions that needed those files

@@ -1,0 +1,47 @@
+"""jobs.train --tune: tuned, evaluated, refit on all data; lineage and metrics in meta/model_runs; a report."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from pyspark.sql import functions as F
+
+from jobs import tables, train
+from jobs.cli import Lake
+from models.als import load_model
+from conftest import two_group_ratings
+from transforms import columns as C
+
+
+def write_gold(spark, lake: Lake) -> None:
+    rows = [(f"u{u}", f"i{i}", u, i, r, 1, dt.datetime.fromtimestamp(t, dt.timezone.utc))
+            for u, i, r, t in two_group_ratings()]
+    schema = (f"{C.USER_ID} string, {C.ITEM_ID} string, {C.USER_IDX} int, {C.ITEM_IDX} int, {C.WEIGHT} double, "
+              f"{C.N_EVENTS} long, {C.LAST_EVENT_TS} timestamp")
+    tables.overwrite(spark.createDataFrame(rows, schema), lake.table("gold", "training"))
+
+
+@pytest.mark.slow
+def test_train_with_tuning_records_lineage_metrics_and_a_report(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    write_gold(spark, lake)
+    args = train.build_parser().parse_args([
+        "--lake", lake.root, "--model-version", "m1", "--seed", "7", "--k", "5", "--num-blocks", "1",
+        "--tune", "--tune-folds", "2", "--ranks", "4", "--reg-params", "0.05", "--alphas", "5", "--max-iters", "4"])
+    summary = train.run(spark, args)
+    run = tables.read(spark, lake.table(*train.MODEL_RUNS)).where(F.col(C.MODEL_VERSION) == "m1").first()
+    metrics = json.loads(run["metrics"])
+    assert metrics["als"]["ndcg@5"] > metrics["popularity"]["ndcg@5"]
+    assert run["training_version"] == 0 and run["code_version"]
+    params = json.loads(run["params"])
+    tuned = tables.read(spark, lake.table("meta", "tuning_results")).where(F.col(C.MODEL_VERSION) == "m1")
+    assert tuned.count() == 2  # one configuration x 2 folds
+    best = tuned.where("is_best").first()
+    assert (params["rank"], params["reg_param"]) == (best["rank"], best["reg_param"])
+    model = load_model(spark, summary["model_dir"])
+    assert model.user_factors.count() == 24  # refit on all data: every user has factors
+    assert model.info["metrics"]["als"]["ndcg@5"] == metrics["als"]["ndcg@5"]
+    html = (tmp_path / "lake" / "models" / "m1" / "report.html").read_text()
+    assert "<svg" in html and "Lineage" in html

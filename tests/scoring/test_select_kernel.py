@@ -1,0 +1,85 @@
+"""models.topn's numpy kernel: the fast selection equals a brute-force full sort, ties and exclusions included."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import topn
+
+
+def brute_force(scores: np.ndarray, n: int) -> list[list[int]]:
+    """Per row: finite entries sorted by score descending, then column ascending; the first n columns."""
+    out = []
+    for row in scores:
+        order = np.lexsort((np.arange(len(row)), -row))
+        out.append([int(c) for c in order if row[c] > -np.inf][:n])
+    return out
+
+
+def as_lists(top: topn.TopN, rows: int) -> list[list[int]]:
+    return [top.cols[top.rows == r].tolist() for r in range(rows)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("cols,n", [(7, 3), (60, 100), (3000, 10), (5000, 100)])
+def test_select_top_n_equals_brute_force(seed, cols, n):
+    rng = np.random.default_rng(seed)
+    rows = 25
+    if seed % 2:  # small integers: many exact ties, also at the n-th place
+        scores = rng.integers(-3, 4, size=(rows, cols)).astype(np.float32)
+    else:
+        scores = rng.standard_normal((rows, cols)).astype(np.float32)
+    scores[rng.random((rows, cols)) < (0.05, 0.5, 0.97)[seed % 3]] = -np.inf  # excluded (seen) entries
+    scores[0] = -np.inf  # a user who has seen everything
+    top = topn.select_top_n(scores, n)
+    assert as_lists(top, rows) == brute_force(scores, n)
+    for r in range(rows):
+        picked = top.rows == r
+        assert top.ranks[picked].tolist() == list(range(1, picked.sum() + 1))
+        assert np.array_equal(top.scores[picked], scores[r, top.cols[picked]])
+
+
+def test_a_misleading_sample_falls_back_to_the_exact_threshold():
+    """The sampled columns hold the largest scores, so the estimated threshold lets too few through."""
+    rng = np.random.default_rng(7)
+    cols = 20_000
+    scores = rng.standard_normal((8, cols)).astype(np.float32)
+    scores[:, :: cols // topn.SAMPLE_COLUMNS] += 100.0
+    assert as_lists(topn.select_top_n(scores, 100), 8) == brute_force(scores, 100)
+
+
+def test_ties_in_score_are_broken_by_column_even_among_many_candidates():
+    scores = np.zeros((3, 4000), dtype=np.float32)
+    scores[1, 3000:] = 1.0
+    scores[2, ::2] = -0.0  # -0.0 equals 0.0: still ordered by column
+    top = topn.select_top_n(scores, 5)
+    assert as_lists(top, 3) == [[0, 1, 2, 3, 4], [3000, 3001, 3002, 3003, 3004], [0, 1, 2, 3, 4]]
+
+
+def test_reused_mask_buffer_gives_the_same_answer():
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((40, 4096)).astype(np.float32)
+    buffer = np.ones((64, 4096), dtype=bool)
+    a = topn.select_top_n(scores, 50)
+    b = topn.select_top_n(scores, 50, mask_out=buffer)
+    assert np.array_equal(a.rows, b.rows) and np.array_equal(a.cols, b.cols)
+
+
+def test_block_scorer_excludes_seen_items_and_ignores_unknown_ones():
+    item_idx = np.array([2, 5, 9, 11])  # ids with gaps: columns are positions, not ids
+    item_vecs = np.array([[1.0], [4.0], [3.0], [2.0]], dtype=np.float32)
+    scorer = topn.BlockScorer(item_idx, item_vecs, n=2, max_block_users=1)
+    user_vecs = np.array([[1.0], [1.0], [-1.0]], dtype=np.float32)
+    seen_lengths = np.array([2, 0, 1])
+    seen_items = np.array([5, 77, 2])  # user 0 saw item 5 and an item without factors; user 2 saw item 2
+    batches = list(scorer.score_batch(np.array([10, 11, 12]), user_vecs, seen_lengths, seen_items))
+    rows = [tuple(r.values()) for b in batches for r in b.to_pylist()]
+    assert rows == [(10, 9, 3.0, 1), (10, 11, 2.0, 2), (11, 5, 4.0, 1), (11, 9, 3.0, 2), (12, 11, -2.0, 1),
+                    (12, 9, -3.0, 2)]
+
+
+def test_invalid_arguments_are_named():
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        topn.select_top_n(np.zeros((1, 3), np.float32), 0)
+    with pytest.raises(ValueError, match="ascending"):
+        topn.BlockScorer(np.array([3, 1]), np.zeros((2, 1), np.float32), n=1, max_block_users=1)
