@@ -9,9 +9,11 @@ user activity, weights 1..5) is written once to Parquet and given to every metho
 * ``implicit``: ``implicit.cpu.als.AlternatingLeastSquares`` (its defaults: conjugate gradient, 2 threads),
   on the same CSR user x item matrix, same rank.
 * ``spark`` variants, each in a fresh process with a fresh JVM (local[2]): ``fit_als`` with the settings of
-  the variant. ``java-blas`` forces netlib's Java fallback (as on a machine without a native BLAS),
-  ``defaults`` is Spark's own settings (10 user/item blocks, input not cached), ``tuned`` is what the product
-  runs: native BLAS, blocks = cores, input cached and materialised, Kryo serialisation.
+  the variant. ``defaults`` is Spark's own settings (10 user/item blocks, input not cached, Java serialiser)
+  with the native BLAS (OpenBLAS through netlib's JNIBLAS); ``java-blas`` is the same with netlib's Java
+  fallback forced (``-Ddev.ludovic.netlib.blas.nativeLib=none.so``; on Java 17 that is VectorBLAS, SIMD
+  through jdk.incubator.vector); ``tuned`` is blocks = cores, input cached and materialised, Kryo
+  serialisation, native BLAS; ``tuned-java`` is tuned with the Java BLAS.
 
 Per iteration time is the slope between two fits with different ``maxIter`` (so set-up, the first pass over the
 data and the NaN check, the fixed cost of a fit, are excluded); ``fixed_s`` is the intercept. Each Spark process
@@ -44,6 +46,11 @@ VARIANTS = {
     "defaults": {"conf": {}, "params": {"num_blocks": 10}, "cache_input": False},
     "tuned": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer"},
               "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
+    # as tuned, but netlib's Java BLAS (VectorBLAS on Java 17+): Spark's NormalEquation makes one dspr and one
+    # daxpy call per rating, and at small ranks the JNI crossing costs more than the arithmetic
+    "tuned-java": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+                            "spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.nativeLib=none.so"},
+                   "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
 }
 
 
@@ -55,12 +62,14 @@ def make_data(pairs: int, seed: int, path: Path) -> dict:
 
     rng = np.random.default_rng(seed)
     users = max(1000, pairs // 100)
-    items = max(500, pairs // 400)
-    drawn = int(pairs * 1.15)
-    u = (rng.pareto(1.5, drawn) * users / 20).astype(np.int64) % users
-    i = (rng.zipf(1.3, drawn) - 1 + rng.integers(0, 3, drawn)) % items
-    i = np.where(rng.random(drawn) < 0.5, rng.integers(0, items, drawn), i)
-    key = np.unique(u * items + i)
+    items = max(500, pairs // 200)
+    key = np.empty(0, np.int64)
+    while len(key) < pairs:  # draw skewed pairs until there are enough distinct ones
+        drawn = int((pairs - len(key)) * 1.3) + 1000
+        u = (rng.pareto(1.5, drawn) * users / 20).astype(np.int64) % users
+        i = (rng.zipf(1.3, drawn) - 1 + rng.integers(0, 3, drawn)) % items
+        i = np.where(rng.random(drawn) < 0.6, rng.integers(0, items, drawn), i)
+        key = np.unique(np.concatenate([key, u * items + i]))
     rng.shuffle(key)
     key = key[:pairs]
     table = pa.table({"user_idx": (key // items).astype(np.int32), "item_idx": (key % items).astype(np.int32),
@@ -152,8 +161,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="1000000,10000000", help="distinct pairs per data set, comma list")
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--iters", default="2,6", help="the two maxIter values whose time difference is measured")
-    parser.add_argument("--variants", default="java-blas,defaults,tuned",
-                        help="Spark variants at the first size; larger sizes run only 'tuned'")
+    parser.add_argument("--variants", default="java-blas,defaults,tuned,tuned-java",
+                        help="Spark variants at the first size")
+    parser.add_argument("--large-variants", default="tuned,tuned-java", help="Spark variants at the other sizes")
     parser.add_argument("--threads", type=int, default=2, help="implicit's threads (= Spark's local cores)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", default=str(RESULTS))
@@ -171,13 +181,16 @@ def main(argv=None) -> int:
             path = Path(tmp) / f"pairs-{size}.parquet"
             shape = make_data(size, args.seed, path)
             print(f"data: {shape}", flush=True)
-            load = os.getloadavg()[0]
-            ref = time_implicit(path, args.rank, iters, args.threads)
-            print(f"  implicit  {ref['s_per_iter']:.3f} s/iter (fixed {ref['fixed_s']:.2f} s, load {load:.1f})", flush=True)
-            variants = args.variants.split(",") if n == 0 else ["tuned"]
+            variants = (args.variants if n == 0 else args.large_variants).split(",")
             for variant in variants:
+                # implicit is timed right before each Spark variant: on a shared machine the load drifts, and a
+                # ratio is only fair between measurements taken under the same load
                 load = os.getloadavg()[0]
+                ref = time_implicit(path, args.rank, iters, args.threads)
+                print(f"  implicit   {ref['s_per_iter']:.3f} s/iter (fixed {ref['fixed_s']:.2f} s, load {load:.1f})",
+                      flush=True)
                 got = run_spark_variant(path, args.rank, iters, variant)
+                load_after = os.getloadavg()[0]
                 record = {**shape, "rank": args.rank, "iterations": list(iters), "variant": variant,
                           "spark_s_per_iter": round(got["s_per_iter"], 3),
                           "implicit_s_per_iter": round(ref["s_per_iter"], 3),
@@ -185,11 +198,15 @@ def main(argv=None) -> int:
                           "spark_fixed_s": round(got["fixed_s"], 2), "implicit_fixed_s": round(ref["fixed_s"], 2),
                           "spark_points": got["points"], "implicit_points": ref["points"],
                           "spark_blas": got["blas"], "implicit_blas": ref["blas"],
-                          "load_avg_1m": round(load, 1), "cores": os.cpu_count(), "python": platform.python_version(),
+                          "load_avg_1m_before": round(load, 1), "load_avg_1m_after": round(load_after, 1),
+                          "cores": os.cpu_count(), "python": platform.python_version(),
                           "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
                 records.append(record)
                 print(f"  spark {variant:<10} {record['spark_s_per_iter']:.3f} s/iter  ratio {record['ratio']:.2f}  "
-                      f"fixed {record['spark_fixed_s']:.1f} s  blas {got['blas']}  (load {load:.1f})", flush=True)
+                      f"fixed {record['spark_fixed_s']:.1f} s  blas {got['blas']}  (load {load_after:.1f})", flush=True)
+                # write as we go: a long run that is stopped still leaves its figures
+                Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.output).write_text(json.dumps(records, indent=2) + "\n")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(records, indent=2) + "\n")
     print(f"-> {args.output}")

@@ -6,11 +6,14 @@
 1. Generates ``--events`` rating lines once (jobs.generate_logs; reused from ``--work-dir`` while the size and
    seed match), with the generator's default 1% malformed and 1% duplicate lines.
 2. Warms the JVM and great-expectations up on a small input (not measured), so neither side pays for it.
-3. Per repeat, into a fresh lake and in the order jobs.nightly runs them: the raw gate (parses the input files
-   again, before ingest), jobs.ingest (bronze, quarantine, silver MERGE), the silver gate (the whole silver
-   table). ``ingest_s`` is the ingest job; ``validation_s`` is the two gates, everything included: reading,
-   great-expectations, profiles and drift, the JSON report, the meta/validation_runs row and Data Docs.
+3. Per repeat, into a fresh lake and as jobs.nightly runs them: jobs.ingest (bronze, quarantine, silver MERGE),
+   then the gates that follow it (jobs.validate.gate_step "after" "ingest"): raw (the run's accounting and its
+   quarantined lines) and silver (the whole silver table). ``ingest_s`` is the ingest job; ``validation_s`` is
+   the gates, everything included: reading, great-expectations, profiles and drift, the JSON report, the
+   meta/validation_runs row and Data Docs.
 4. ``overhead`` = validation_s / ingest_s (median over repeats); the goal is at most 0.20.
+5. For reference, the raw gate run ahead of ingest on the input files (``--stage raw --input``, which parses
+   them once more): ``pre_ingest_raw_gate_s``. It is not part of the nightly flow, so not of ``validation_s``.
 
 Writes bench/results/validation.json: ``events``, ``ingest_s``, ``validation_s``, ``overhead`` and per-repeat and
 per-gate figures, the Spark settings, and the machine's load average (the machine may be shared).
@@ -71,28 +74,32 @@ def ensure_input(spark, folder: Path, *, events: int, users: int, items: int, se
 
 
 def one_round(spark, lines: str, lake: Path) -> dict:
-    """raw gate -> ingest -> silver gate, into a fresh lake; seconds of each."""
+    """ingest -> the gates after it, into a fresh lake (then the optional pre-ingest raw gate); seconds of each."""
     from jobs import ingest, validate
 
     shutil.rmtree(lake, ignore_errors=True)
+    argv = ["--lake", str(lake), "--input", lines, "--format", "movielens"]
     started = time.perf_counter()
-    raw = validate.run_gate(spark, "raw", lake=str(lake), input=lines, fmt="movielens")
-    raw_s = time.perf_counter() - started
-
-    started = time.perf_counter()
-    summary = ingest.run(spark, ingest.build_parser().parse_args(
-        ["--lake", str(lake), "--input", lines, "--format", "movielens"]))
+    summary = ingest.run(spark, ingest.build_parser().parse_args(argv))
     ingest_s = time.perf_counter() - started
 
+    gate_s = {}
+    for stage in validate.GATES_AFTER["ingest"]:  # what gate_step(spark, "after", "ingest", ...) runs, timed apart
+        started = time.perf_counter()
+        validate.run_gate(spark, stage, lake=str(lake), ingest_argv=argv, ingest_run_id=summary["run_id"])
+        gate_s[stage] = time.perf_counter() - started
+
     started = time.perf_counter()
-    silver = validate.run_gate(spark, "silver", lake=str(lake), fmt="movielens")
-    silver_s = time.perf_counter() - started
+    validate.run_gate(spark, "raw", lake=str(lake), ingest_argv=argv,
+                      options=validate.GateOptions(record=False, drift=False))
+    pre_ingest_s = time.perf_counter() - started
+    validation_s = sum(gate_s.values())
     return {
-        "ingest_s": round(ingest_s, 2), "validation_s": round(raw_s + silver_s, 2),
-        "overhead": round((raw_s + silver_s) / ingest_s, 4),
-        "raw_gate_s": round(raw_s, 2), "silver_gate_s": round(silver_s, 2),
+        "ingest_s": round(ingest_s, 2), "validation_s": round(validation_s, 2),
+        "overhead": round(validation_s / ingest_s, 4),
+        **{f"{stage}_gate_s": round(v, 2) for stage, v in gate_s.items()},
+        "pre_ingest_raw_gate_s": round(pre_ingest_s, 2),
         "lines_read": summary["read"], "silver_rows": summary["loaded"], "quarantined": summary["quarantined"],
-        "raw_checks": len(raw.checks), "silver_checks": len(silver.checks),
         "load_average_after": list(os.getloadavg()),
     }
 
@@ -117,7 +124,8 @@ def main(argv=None) -> int:
             result = one_round(spark, lines, work / "lake")
             print(f"round {i + 1}: ingest {result['ingest_s']} s, gates {result['validation_s']} s "
                   f"(raw {result['raw_gate_s']} s, silver {result['silver_gate_s']} s), "
-                  f"overhead {result['overhead']:.1%}", flush=True)
+                  f"overhead {result['overhead']:.1%}; raw gate ahead of ingest {result['pre_ingest_raw_gate_s']} s",
+                  flush=True)
             rounds.append(result)
         conf = spark.sparkContext.getConf()
         settings = {k: conf.get(k, None) for k in ("spark.master", "spark.driver.memory", "spark.sql.shuffle.partitions")}
@@ -130,7 +138,8 @@ def main(argv=None) -> int:
         "events": args.events, "users": users, "items": items,
         "ingest_s": ingest_s, "validation_s": validation_s, "overhead": round(validation_s / ingest_s, 4),
         "target_overhead": TARGET_OVERHEAD, "within_target": validation_s / ingest_s <= TARGET_OVERHEAD,
-        "gates": ["raw (before ingest, re-reads the input)", "silver (after ingest, whole table)"],
+        "gates": ["raw (after ingest: the run's accounting and quarantined lines)", "silver (whole table)"],
+        "pre_ingest_raw_gate_s": statistics.median(r["pre_ingest_raw_gate_s"] for r in rounds),
         "rounds": rounds,
         "spark": settings, "cpus": os.cpu_count(), "load_average_before": load_before,
         "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

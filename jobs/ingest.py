@@ -14,9 +14,10 @@ What a run does:
    the rows of bot-like user-days (``--bot-max-events-per-day``);
 3. appends every row read to bronze/interactions (raw text, source file, split offset, line, run id);
 4. appends every rejected row to quarantine/interactions (raw text, source, reason);
-5. MERGEs the good rows into silver/interactions on ``event_id`` (insert only; the batch's partition values are
-   literals in the merge condition so Delta prunes the target, delta-io/delta#668), partitioned by event date
-   (event logs) or month (rating files, which span decades); late events land in the partition of their own date;
+5. keeps the first copy (in read order) of each event key among the good rows, then MERGEs them into
+   silver/interactions on ``event_id`` (insert only; the batch's partition values are literals in the merge
+   condition so Delta prunes the target, delta-io/delta#668), partitioned by event date (event logs) or month
+   (rating files, which span decades); late events land in the partition of their own date;
 6. checks read = headers + loaded + duplicates + quarantined from the write metrics of the commits themselves
    (Delta operationMetrics) and fails with ConservationError if it does not hold;
 7. records the files in meta/ingested_files and the run summary in meta/ingest_runs, and prints the summary.
@@ -57,6 +58,11 @@ log = logging.getLogger("recsys.ingest")
 FUTURE_TOLERANCE_S = 24 * 3600
 DEFAULT_BOT_MAX_EVENTS_PER_DAY = 10_000  # event logs; rating dumps (bulk rating sessions) default to off
 MAX_FLAGGED_USER_DAYS = 100_000  # more than this means the bot threshold is wrong, not that there are bots
+MAX_BROADCAST_DUPLICATE_KEYS = 1_000_000  # beyond this the duplicate keys are joined with a shuffle
+# silver is written straight from the cached parse: no optimizeWrite shuffle, and up to this many open files per
+# task instead of a sort by partition value (a batch touches few dates; OPTIMIZE compacts later)
+SILVER_WRITE_CONF = {"spark.databricks.delta.optimizeWrite.enabled": "false",
+                     "spark.sql.maxConcurrentOutputFileWriters": "64"}
 PARTITION_GRAINS = {"date": C.EVENT_DATE, "month": C.EVENT_MONTH}
 ROW_ID = "_row_id"  # monotonically_increasing_id: (Spark partition << 33) + row number within the partition
 
@@ -260,8 +266,11 @@ def partition_literal(column: str, value) -> str:
 
 
 def merge_new_events(spark, events: DataFrame, path: str, *, partition_col: str, partition_values: list,
-                     tag: str) -> dict[str, int]:
+                     tag: str, distinct_events: int) -> dict[str, int]:
     """Insert the events whose event_id is not in silver yet; returns version, source_rows and inserted.
+
+    ``source_rows`` comes from the commit's own metrics (numSourceRows); when the MERGE inserts nothing Delta
+    commits nothing, and ``distinct_events`` (counted before) stands in.
 
     The merge condition names the batch's partition values as literals (``t.p IN (...)``) so Delta reads only
     those partitions of the target (delta-io/delta#668); every partition value of the batch must be in that list,
@@ -271,18 +280,20 @@ def merge_new_events(spark, events: DataFrame, path: str, *, partition_col: str,
         return {"version": tables.version(spark, path) if tables.exists(spark, path) else None,
                 "source_rows": 0, "inserted": 0}
     if not tables.exists(spark, path):
-        version, written = append_rows(spark, events, path, tag=tag, partition_by=[partition_col])
+        with session_conf(spark, SILVER_WRITE_CONF):
+            version, written = append_rows(spark, events, path, tag=tag, partition_by=[partition_col],
+                                           optimize_write=False)
         return {"version": version, "source_rows": written, "inserted": written}
     values = ", ".join(partition_literal(partition_col, v) for v in sorted(partition_values))
     condition = (f"t.`{partition_col}` IN ({values}) AND t.`{partition_col}` = s.`{partition_col}` "
                  f"AND t.`{C.EVENT_ID}` = s.`{C.EVENT_ID}`")
     before = tables.version(spark, path)
-    with session_conf(spark, {"spark.databricks.delta.commitInfo.userMetadata": tag}):
+    with session_conf(spark, {**SILVER_WRITE_CONF, "spark.databricks.delta.commitInfo.userMetadata": tag}):
         (DeltaTable.forPath(spark, path).alias("t").merge(events.alias("s"), condition)
          .withSchemaEvolution().whenNotMatchedInsertAll().execute())
     committed = commit_metrics(spark, path, tag, after_version=before)
     if committed is None:  # every event was already there: Delta commits nothing; count the batch's events once
-        return {"version": before, "source_rows": events.count(), "inserted": 0}
+        return {"version": before, "source_rows": distinct_events, "inserted": 0}
     version, metrics = committed
     return {"version": version, "source_rows": metrics.get("numSourceRows", 0),
             "inserted": metrics.get("numTargetRowsInserted", 0)}
@@ -321,6 +332,9 @@ def conservation_problems(n: dict) -> list[str]:
         problems.append(f"quarantine got {n['quarantine_rows']:,} rows but {n['counted_rejected']:,} were rejected")
     if not 0 <= n["source_rows"] <= n["counted_good"]:
         problems.append(f"silver's merge saw {n['source_rows']:,} distinct events from {n['counted_good']:,} good rows")
+    if "counted_distinct" in n and n["source_rows"] != n["counted_distinct"]:
+        problems.append(f"silver's merge saw {n['source_rows']:,} events but {n['counted_distinct']:,} distinct "
+                        "events were counted")
     if not 0 <= n["inserted"] <= n["source_rows"]:
         problems.append(f"silver inserted {n['inserted']:,} rows from {n['source_rows']:,} distinct events")
     duplicates = n["counted_good"] - n["inserted"]
@@ -379,7 +393,8 @@ def run(spark, args) -> dict:
             max_event_ts_seconds=int(started + args.future_tolerance_hours * 3600),
             rating_min=args.rating_min, rating_max=args.rating_max,
             **({"event_types": event_types, "max_value": args.max_value} if parse.is_event_format(fmt) else {}),
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        ).transform(parse.with_good_event_id).persist(StorageLevel.MEMORY_AND_DISK)
+        dups = None
         try:
             stats = batch_stats(parsed, partition_col)
             counted = stats["by_reason"]
@@ -425,18 +440,32 @@ def run(spark, args) -> dict:
                 quarantine_version, quarantine_rows = append_rows(
                     spark, rejected.select("*", *stamp), paths["quarantine"], tag=f"ingest:{run_id}")
 
+            progress.step("duplicates within the input")
+            good = final.where(F.col(C.REASON).isNull())
+            dups = parse.duplicate_keys(good, order_col=ROW_ID).cache()
+            dup_stats = dups.agg(F.count(F.lit(1)).alias("keys"), F.sum(parse.COPIES).alias("copies")).first()
+            dup_keys, in_batch = dup_stats["keys"], (dup_stats["copies"] or 0) - dup_stats["keys"]
+            distinct_events = counted.get(None, 0) - in_batch
+            if dup_keys:
+                good = parse.drop_later_copies(good, dups, order_col=ROW_ID,
+                                               broadcast=dup_keys <= MAX_BROADCAST_DUPLICATE_KEYS)
+
             progress.step("silver merge")
-            events = parse.valid_events(final, order_by=[C.SOURCE_FILE, ROW_ID]).select(*SILVER_COLUMNS, *stamp)
+            events = good.drop(C.REASON, C.RAW).transform(parse.with_event_date).select(*SILVER_COLUMNS, *stamp)
             partition_values = stats["partitions"] if counted.get(None, 0) else []
             merged = merge_new_events(spark, events, paths["silver"], partition_col=partition_col,
-                                      partition_values=partition_values, tag=f"ingest:{run_id}")
+                                      partition_values=partition_values, tag=f"ingest:{run_id}",
+                                      distinct_events=distinct_events)
         finally:
             parsed.unpersist()
+            if dups is not None:
+                dups.unpersist()
 
         numbers = {"counted_total": sum(counted.values()), "counted_good": counted.get(None, 0),
                    "counted_rejected": counted_rejected, "headers": counted.get(parse.HEADER, 0),
                    "bronze_rows": bronze_rows, "quarantine_rows": quarantine_rows,
-                   "source_rows": merged["source_rows"], "inserted": merged["inserted"]}
+                   "source_rows": merged["source_rows"], "inserted": merged["inserted"],
+                   "counted_distinct": distinct_events}
         summary.update(
             read=bronze_rows, headers=numbers["headers"], loaded=merged["inserted"],
             duplicates=numbers["counted_good"] - merged["inserted"],

@@ -3,8 +3,10 @@
     python -m jobs.nightly --input ratings.csv --format movielens --lake ./lake
 
 Each step is the same code, fed the same flags, as its own job (`python -m jobs.<step>`, spark-submit, or a
-SparkApplication); this runner only shares one Spark session between them. It stops at the first failing step
-with a non-zero exit: what earlier steps committed stays, and the published snapshot is untouched.
+SparkApplication); this runner only shares one Spark session between them. Between steps it runs the
+data-quality gates of jobs.validate (raw before ingest; silver, training, recommendations and snapshot after
+their steps; --no-gates skips them). It stops at the first failing step or gate with a non-zero exit: what
+earlier steps committed stays, and the published snapshot stays the last good one.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit jobs/nightly.py: import the project from its root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from jobs import build_training, ingest, publish, score, train
+from jobs import build_training, ingest, publish, score, train, validate
 from jobs.cli import add_lake_arg, base_parser, spark_from_args
 from transforms import parse
 
@@ -32,6 +34,8 @@ def build_parser():
     parser.add_argument("--n", type=int, default=score.DEFAULT_N, help="recommendations per user")
     parser.add_argument("--model-version", default=None)
     parser.add_argument("--snapshot-root", default=None, help="default: <lake>/snapshots")
+    parser.add_argument("--no-gates", dest="gates", action="store_false",
+                        help="skip the data-quality gates (jobs.validate) between steps")
     return parser
 
 
@@ -67,8 +71,16 @@ def run(spark, args) -> dict:
         started = time.time()
         print(f"== {name}: {' '.join(argv)}", flush=True)
         step = module.build_parser().parse_args(argv)
+        gate_kwargs = dict(step_argv=argv, lake=args.lake, input=args.input, fmt=args.format,
+                           model_version=model_version, n=args.n, snapshot_root=args.snapshot_root)
         try:
+            if args.gates:
+                validate.gate_step(spark, "before", name, **gate_kwargs)
             results[name] = module.run(spark, step)
+            if args.gates:
+                if name == "train":
+                    gate_kwargs["model_version"] = results[name]["model_version"]
+                validate.gate_step(spark, "after", name, step_result=results[name], **gate_kwargs)
         except Exception as exc:
             print(f"!! nightly stopped at {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             raise

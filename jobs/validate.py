@@ -1,26 +1,32 @@
 """Data-quality gate: check one stage's data with great-expectations suites and drift checks; exit 1 on failure.
 
-    python -m jobs.validate --lake ./lake --stage raw --input ratings.csv --format movielens
+    python -m jobs.validate --lake ./lake --stage raw [--ingest-run-id R]         # after ingest (default: last run)
+    python -m jobs.validate --lake ./lake --stage raw --input ratings.csv --format movielens   # before ingest
     python -m jobs.validate --lake ./lake --stage silver
     python -m jobs.validate --lake ./lake --stage training
     python -m jobs.validate --lake ./lake --stage recommendations [--model-version V] [--n 100]
     python -m jobs.validate --lake ./lake --stage snapshot [--snapshot-root R] [--model-version V]
 
-Stages and what they read: raw = the input files, parsed as ingest parses them with the same flags (run it before
-ingest; ``--ingest-flags`` passes ingest's other flags, e.g. "--incremental --event-types view,click");
-silver = silver/interactions; training = gold/training and the id maps silver/user_ids, silver/item_ids;
-recommendations = gold/user_recommendations and gold/popular_items of one model version (default: the latest
-trained) plus the training table it was trained on; snapshot = a published snapshot folder (default: LATEST).
+Stages and what they read:
+raw: after ingest, the run's own accounting (meta/ingest_runs, from its commits' metrics) and the lines it
+  quarantined, nothing re-read; before ingest (--input/--format, plus --ingest-flags), the files read and parsed
+  exactly as that ingest will, which costs one extra parse of the input;
+silver: silver/interactions; training: gold/training and the id maps silver/user_ids, silver/item_ids;
+recommendations: gold/user_recommendations and gold/popular_items of one model version (default: the latest
+  trained) and the training table it was trained on; snapshot: a published snapshot folder (default: LATEST).
 
-Each run prints a readable report (every failed expectation, its observed value and a few bad rows), writes it
-as JSON under <reports-dir>/results/<stage>/, appends a row to meta/validation_runs and renders
-great-expectations Data Docs (<reports-dir>/data_docs/index.html; <reports-dir> defaults to <lake>/validation).
-Drift checks compare each table's profile with the previous successful run of the same stage.
+Each run prints a readable report (every failed check, its observed value and a few bad rows), writes it as JSON
+under <reports-dir>/results/<stage>/, appends a row to meta/validation_runs and renders great-expectations
+Data Docs (<reports-dir>/data_docs/index.html; <reports-dir> defaults to <lake>/validation). Drift checks
+compare each table's profile with the previous successful run of the same stage.
 
-In-process (jobs.nightly): ``run_gate(spark, stage, lake=...)`` raises GateFailed; ``gate_step(spark, "before"
-| "after", step, step_argv=..., ...)`` runs the gates that belong before or after a nightly step (given the
-step's own flags, the raw gate parses exactly as that ingest will). A failed snapshot gate
-points LATEST back at the last snapshot that passed, so what is served stays the last good one.
+What a failed gate leaves behind: the steps after it do not run, so gold tables and the served snapshot stay the
+last good ones. A failed raw or silver gate for an ingest run restores silver to the version before that run (if
+nothing committed since; bronze and quarantine keep the rows). A failed snapshot gate points LATEST back at the
+last snapshot that passed.
+
+In-process (jobs.nightly): ``gate_step(spark, "after", step, step_result=..., ...)`` runs the gates that follow a
+nightly step; ``run_gate(spark, stage, lake=...)`` runs one; both raise GateFailed.
 """
 from __future__ import annotations
 
@@ -58,11 +64,12 @@ RUNS_SCHEMA = (
     "checks int, failed int, failed_checks string, targets string, metrics string, report_path string, "
     "docs_path string"
 )
-# Gates the nightly flow runs around its steps: the raw input is checked before ingest touches the lake;
-# each later gate checks what its step wrote, before the next step reads it.
-GATES_BEFORE = {"ingest": ("raw",)}
-GATES_AFTER = {"ingest": ("silver",), "build_training": ("training",), "score": ("recommendations",),
+# Gates the nightly flow runs after its steps: each checks what its step wrote, before the next step reads it.
+# (No gate runs before a step by default; GATES_BEFORE is there for a pre-ingest raw check, see run_gate.)
+GATES_BEFORE: dict[str, tuple[str, ...]] = {}
+GATES_AFTER = {"ingest": ("raw", "silver"), "build_training": ("training",), "score": ("recommendations",),
                "publish": ("snapshot",)}
+LATEST_RUN = "latest"
 
 
 class GateSetupError(RuntimeError):
@@ -82,6 +89,7 @@ class GateOptions:
     examples: int = 5  # bad rows kept per failed check
     record: bool = True  # append the run to meta/validation_runs
     restore_latest: bool = True  # snapshot: on failure, point LATEST back at the last good snapshot
+    restore_silver: bool = True  # raw/silver after an ingest run: on failure, take the run's rows out of silver
 
 
 def add_gate_args(parser: argparse.ArgumentParser) -> None:
@@ -110,13 +118,17 @@ def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0])
     add_lake_arg(parser)
     parser.add_argument("--stage", required=True, choices=STAGES)
-    parser.add_argument("--input", default=None, help="raw: the file(s) ingest will read")
+    parser.add_argument("--ingest-run-id", default=None,
+                        help=f"raw, silver: the ingest run to check ('{LATEST_RUN}': the newest); on failure its "
+                             "rows are taken back out of silver (raw: the default is the newest run)")
+    parser.add_argument("--input", default=None, help="raw before ingest: the file(s) ingest will read")
     parser.add_argument("--format", default=None, choices=sorted(parse.FORMATS),
                         help="raw: their format; silver, training: sets the rating scale")
     parser.add_argument("--ingest-flags", default=None, metavar="FLAGS",
                         help='raw, silver: ingest\'s other flags, as one string (e.g. "--incremental --event-types '
                              'view,click"): the raw gate reads and parses as that ingest will')
-    parser.add_argument("--table-version", type=int, default=None, help="silver/training: Delta version (default: latest)")
+    parser.add_argument("--table-version", type=int, default=None,
+                        help="silver, training: the Delta version to check (default: the latest)")
     parser.add_argument("--model-version", default=None,
                         help="recommendations: default the latest trained; snapshot: default LATEST")
     parser.add_argument("--n", type=int, default=None,
@@ -134,7 +146,8 @@ def run(spark, args) -> dict:
         ingest_argv = ["--lake", args.lake, *(["--input", args.input] if args.input else []),
                        *(["--format", args.format] if args.format else []), *shlex.split(args.ingest_flags or "")]
     result = run_gate(spark, args.stage, lake=args.lake, fmt=args.format, ingest_argv=ingest_argv,
-                      model_version=args.model_version, n=args.n, snapshot_root=args.snapshot_root,
+                      ingest_run_id=args.ingest_run_id, model_version=args.model_version, n=args.n,
+                      snapshot_root=args.snapshot_root,
                       table_version=args.table_version, options=gate_options(args))
     return result.to_json()
 
@@ -145,7 +158,7 @@ def main(argv=None) -> int:
     try:
         run(spark, args)
     except GateFailed as failed:
-        print(f"validate: gate {args.stage} failed: {', '.join(failed.result.failed_names())}", file=sys.stderr)
+        print(f"validate: gate {args.stage} failed: {'; '.join(failed.result.failed_names())}", file=sys.stderr)
         return 1
     finally:
         spark.stop()
@@ -155,29 +168,36 @@ def main(argv=None) -> int:
 # ---------------------------------------------------------------------------------------------- library entry
 
 
-def gate_step(spark, when: str, step: str, *, step_argv: list[str] | None = None, **kwargs) -> list[GateResult]:
+def gate_step(spark, when: str, step: str, *, step_argv: list[str] | None = None, step_result: dict | None = None,
+              **kwargs) -> list[GateResult]:
     """Run the gates that belong ``when`` ("before" or "after") the nightly ``step``; raises GateFailed.
 
-    ``step_argv`` is the step's own command line: for ingest, the raw and silver gates read and parse the input
-    with exactly those flags. Other kwargs go to run_gate (the same for every step is fine).
+    ``step_argv`` is the step's own command line and ``step_result`` what its run() returned: after ingest, the
+    raw and silver gates check that very run (its id) with its flags (event types, rating scale). Other kwargs
+    go to run_gate; passing the same ones after every step is fine.
     """
     if when not in ("before", "after"):
         raise ValueError(f"when must be 'before' or 'after', got {when!r}")
     stages = (GATES_BEFORE if when == "before" else GATES_AFTER).get(step, ())
-    if step == "ingest" and step_argv is not None:
-        kwargs["ingest_argv"] = step_argv
+    if step == "ingest":
+        if step_argv is not None:
+            kwargs["ingest_argv"] = step_argv
+        if when == "after":
+            kwargs["ingest_run_id"] = (step_result or {}).get("run_id") or LATEST_RUN
     return [run_gate(spark, stage, **kwargs) for stage in stages]
 
 
 def run_gate(spark, stage: str, *, lake: str, input: str | None = None, fmt: str | None = None,
-             ingest_argv: list[str] | None = None, model_version: str | None = None, n: int | None = None, snapshot_root: str | None = None,
+             ingest_argv: list[str] | None = None, ingest_run_id: str | None = None,
+             model_version: str | None = None, n: int | None = None, snapshot_root: str | None = None,
              table_version: int | None = None, options: GateOptions | None = None, run_id: str | None = None,
              raise_on_failure: bool = True) -> GateResult:
     """Check ``stage``; record and print the result; raise GateFailed if a check failed (unless told not to).
 
-    Arguments a stage does not use are ignored, so a caller can pass the same ones to every gate. The raw gate
-    needs the input: ``ingest_argv`` (ingest's command line, preferred: same reading and parsing) or ``input``
-    and ``fmt``.
+    Arguments a stage does not use are ignored, so a caller can pass the same ones to every gate.
+    raw: with ``ingest_run_id`` (a run id or "latest"), or with no input given, checks an ingest run after the
+    fact; with ``input``/``fmt`` or ``ingest_argv`` (ingest's command line) alone, parses the files ahead of
+    ingest. ``ingest_argv`` also tells the silver gate ingest's event types and rating scale.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {list(STAGES)}")
@@ -194,12 +214,16 @@ def run_gate(spark, stage: str, *, lake: str, input: str | None = None, fmt: str
     run_id = run_id or uuid.uuid4().hex
     tag = uuid.uuid4().hex[:8]  # names this run's temp views
     try:
-        if stage == "raw":
-            targets, extra, version = _raw_targets(spark, lake_, ingest_args, opts)
+        extra, version = [], None
+        if stage == "raw" and (ingest_run_id is not None or ingest_args is None):  # after ingest: the run itself
+            ingest_run = _ingest_run(spark, lake_, ingest_run_id or LATEST_RUN)
+            targets, extra = _ingest_run_targets(spark, lake_, ingest_run, opts)
+        elif stage == "raw":  # ahead of ingest: the files, parsed as ingest will
+            targets, extra = _raw_targets(spark, lake_, ingest_args, opts)
         elif stage == "silver":
-            targets, extra, version = _silver_targets(spark, lake_, table_version, ingest_args, fmt, opts), [], None
+            targets = _silver_targets(spark, lake_, table_version, ingest_args, fmt, opts)
         elif stage == "training":
-            targets, extra, version = _training_targets(spark, lake_, table_version, fmt, opts, previous, views, tag), [], None
+            targets = _training_targets(spark, lake_, table_version, fmt, opts, previous, views, tag)
         elif stage == "recommendations":
             targets, extra, version = _recommendation_targets(spark, lake_, model_version, n, views, tag)
         else:
@@ -215,6 +239,8 @@ def run_gate(spark, stage: str, *, lake: str, input: str | None = None, fmt: str
 
     if stage == "snapshot" and not result.success and opts.restore_latest:
         result.actions.append(_restore_latest(spark, lake_, snapshot_root, result.model_version))
+    if stage in ("raw", "silver") and not result.success and opts.restore_silver and ingest_run_id is not None:
+        result.actions.append(_restore_silver(spark, lake_, _ingest_run(spark, lake_, ingest_run_id)))
     if reports:
         result.report_path = str(_write_report(reports, result))
     if opts.record:
@@ -244,7 +270,8 @@ def _ingest_args(lake: str, input: str | None, fmt: str | None, argv: list[str] 
     return ingest.build_parser().parse_args(argv)
 
 
-def _rating_scale(opts: GateOptions, fmt: str | None, ingest_args: argparse.Namespace | None = None) -> tuple[float, float]:
+def _rating_scale(opts: GateOptions, fmt: str | None,
+                  ingest_args: argparse.Namespace | None = None) -> tuple[float, float]:
     """--rating-scale, else ingest's --rating-min/--rating-max, else the format's scale, else all formats' span."""
     if opts.rating_scale:
         return opts.rating_scale
@@ -260,8 +287,44 @@ def _rating_scale(opts: GateOptions, fmt: str | None, ingest_args: argparse.Name
     return scale
 
 
+def _ingest_run(spark, lake: Lake, run_id: str) -> dict:
+    """The meta/ingest_runs row of ``run_id`` ("latest": the newest run) as a dict, its summary JSON parsed."""
+    path = lake.table(*ingest.INGEST_RUNS)
+    _require_table(spark, path, "run jobs.ingest first")
+    runs = tables.read(spark, path)
+    if run_id == LATEST_RUN:
+        row = runs.orderBy(F.col("started_at").desc()).first()
+    else:
+        row = runs.where(F.col(C.INGEST_RUN_ID) == run_id).first()
+    if row is None:
+        raise GateSetupError(f"no ingest run {run_id!r} in {path}")
+    return {**row.asDict(), "summary": json.loads(row["summary"] or "{}"), "path": path}
+
+
+def _ingest_run_targets(spark, lake: Lake, run: dict, opts: GateOptions) -> tuple[list[Target], list[CheckResult]]:
+    """An ingest run after the fact: its accounting (one row) and the lines it quarantined. Nothing is re-read."""
+    run_id = run[C.INGEST_RUN_ID]
+    if run["status"] == "nothing new":
+        note = CheckResult(target="raw_input", name="nothing_new", kind=CUSTOM, success=True, observed=0,
+                           description=f"ingest run {run_id[:8]} found no new input file: nothing to check")
+        return [], [note]
+    runs = tables.read(spark, run["path"]).where(F.col(C.INGEST_RUN_ID) == run_id)
+    targets = [Target(
+        name="raw_input", source=f"{run['path']} ({C.INGEST_RUN_ID} {run_id})", frame=suites.ingest_run_frame(runs),
+        expectations=suites.ingest_run_suite(max_quarantine_rate=opts.max_quarantine_rate),
+        profile=ProfileSpec(rows_col="read", ratios={"quarantine_rate": ("quarantined", "read")}),
+    )]
+    quarantine = lake.table(*ingest.QUARANTINE)
+    if run["quarantined"] and tables.exists(spark, quarantine):
+        targets.append(Target(
+            name="quarantined_lines", source=quarantine, version=(run["summary"].get("versions") or {}).get("quarantine"),
+            frame=tables.read(spark, quarantine).where(F.col(C.INGEST_RUN_ID) == run_id),
+            expectations=suites.quarantined_lines_suite(known_reasons=list(parse.REASONS)), drift=False))
+    return targets, []
+
+
 def _raw_targets(spark, lake: Lake, args: argparse.Namespace | None,
-                 opts: GateOptions) -> tuple[list[Target], list[CheckResult], None]:
+                 opts: GateOptions) -> tuple[list[Target], list[CheckResult]]:
     """The input files, read and parsed exactly as jobs.ingest will (its own functions and flags)."""
     if args is None:
         raise GateSetupError("stage raw checks input files: pass --input and --format (as for jobs.ingest)")
@@ -271,9 +334,9 @@ def _raw_targets(spark, lake: Lake, args: argparse.Namespace | None,
         seen = ingest.already_ingested(spark, lake.table(*ingest.INGESTED_FILES))
         files = [f for f in files if f.key not in seen]
         if not files:
-            note = CheckResult(target="raw_lines", name="nothing_new", kind=CUSTOM, success=True, observed=0,
+            note = CheckResult(target="raw_input", name="nothing_new", kind=CUSTOM, success=True, observed=0,
                                description="no new input file (--incremental): nothing to check")
-            return [], [note], None
+            return [], [note]
     event_types = [t.strip() for t in args.event_types.split(",") if t.strip()] if args.event_types else None
     parsed = parse.parse_lines(
         ingest.read_rows(spark, files, fmt), fmt,
@@ -281,12 +344,12 @@ def _raw_targets(spark, lake: Lake, args: argparse.Namespace | None,
         rating_min=args.rating_min, rating_max=args.rating_max,
         **({"event_types": event_types, "max_value": args.max_value} if parse.is_event_format(fmt) else {}))
     target = Target(
-        name="raw_lines", frame=suites.raw_lines_frame(parsed), source=args.input, cache=True,
+        name="raw_input", frame=suites.raw_lines_frame(parsed), source=args.input, cache=True,
         expectations=suites.raw_suite(known_reasons=list(parse.REASONS), max_quarantine_rate=opts.max_quarantine_rate),
         profile=ProfileSpec(rates={"quarantine_rate": F.col(suites.LINE_STATUS) == suites.QUARANTINED_LINE}),
         examples_frame=suites.raw_lines_frame(parsed, keep=(C.RAW, C.SOURCE_FILE)),
     )
-    return [target], [], None
+    return [target], []
 
 
 def _require_table(spark, path: str, hint: str) -> None:
@@ -419,6 +482,30 @@ def _oldest_version(spark, path: str) -> int:
     return int(DeltaTable.forPath(spark, path).history().agg(F.min("version")).first()[0])
 
 
+# ---------------------------------------------------------------------------------------------- silver rollback
+
+
+def _restore_silver(spark, lake: Lake, run: dict) -> str:
+    """Take an ingest run's rows back out of silver (Delta RESTORE to the version before its commit), but only
+    if that commit is still silver's latest: a later writer's rows are never thrown away."""
+    from delta.tables import DeltaTable
+
+    run_id, path = run[C.INGEST_RUN_ID], lake.table(*ingest.SILVER)
+    version = (run["summary"].get("versions") or {}).get("silver")
+    if version is None or not tables.exists(spark, path):
+        return f"silver left as is: ingest run {run_id[:8]} committed nothing to it"
+    table = DeltaTable.forPath(spark, path)
+    latest = table.history(1).select("version", "userMetadata").first()
+    if latest["userMetadata"] != f"ingest:{run_id}" or latest["version"] != version:
+        return (f"silver left at v{latest['version']}: its latest commit is not ingest run {run_id[:8]}'s "
+                f"(v{version}); take the run's rows out by hand if needed")
+    if version == 0:
+        return f"silver left as is: ingest run {run_id[:8]} created it (v0), there is no earlier version to restore"
+    table.restoreToVersion(version - 1)
+    return (f"silver restored to v{version - 1}, the version before ingest run {run_id[:8]}: its rows are out "
+            "(bronze and quarantine keep them)")
+
+
 # ---------------------------------------------------------------------------------------------- snapshot rollback
 
 
@@ -467,7 +554,8 @@ def record_run(spark, lake: Lake, result: GateResult) -> None:
     doc = result.to_json()
     row = (result.run_id, result.stage, result.started_at, float(result.seconds), result.success,
            result.model_version, len(result.checks), len(result.failures),
-           json.dumps([{"check": f"{c.target}:{c.name}", "observed": c.observed_text()} for c in result.failures]),
+           json.dumps([{"target": c.target, "check": c.name, "description": c.description,
+                        "observed": c.observed_text()} for c in result.failures]),
            json.dumps(doc["targets"]), json.dumps(doc["metrics"]), result.report_path, result.docs_path)
     tables.append(spark.createDataFrame([row], RUNS_SCHEMA), lake.table(*VALIDATION_RUNS))
 

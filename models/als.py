@@ -113,20 +113,24 @@ def blas_implementation(spark: SparkSession) -> str:
 
 
 def warn_if_java_blas(spark: SparkSession) -> bool:
-    """Log a warning (once per session) when ALS would run on the Java BLAS, several times slower.
+    """Log a warning (once per session) when ALS would run on a scalar Java BLAS; True when the BLAS is fast.
 
-    Returns True when a native BLAS is loaded. Fix: install an optimised BLAS as the system libblas.so.3, e.g.
-    Debian's libopenblas0-pthread (``make blas`` does it; the Docker image has it).
+    Fast: JNIBLAS (a native libblas.so.3 such as OpenBLAS) or VectorBLAS (netlib's SIMD Java BLAS, used on
+    Java 16+ when jdk.incubator.vector is loaded, as Spark 4 does). Slow: F2jBLAS / Java8BLAS / Java11BLAS,
+    the scalar fallback, many times slower. Note (bench/results/training.json): Spark's ALS makes one small
+    dspr + daxpy call per rating, so at ranks around 32 VectorBLAS measured faster here than OpenBLAS through
+    JNI (the JNI crossing costs more than the arithmetic). Fix for the slow case: install libopenblas0-pthread
+    (``make blas``; the Docker image has it) or run on Java 17+.
     """
     name = blas_implementation(spark)
-    native = name.endswith("JNIBLAS")
+    fast = name.endswith("JNIBLAS") or name.endswith("VectorBLAS")
     key = id(spark.sparkContext)
-    if not native and key not in _blas_checked:
-        log.warning("Spark ALS falls back to the Java BLAS (%s), several times slower than a native one: "
-                    "install libopenblas0-pthread (apt-get install libopenblas0-pthread) so that "
-                    "dev.ludovic.netlib loads libblas.so.3. Executors on other hosts need it too.", name)
+    if not fast and key not in _blas_checked:
+        log.warning("Spark ALS falls back to a scalar Java BLAS (%s), many times slower: install "
+                    "libopenblas0-pthread (apt-get install libopenblas0-pthread) so that dev.ludovic.netlib loads "
+                    "libblas.so.3, or run Spark on Java 17+ (VectorBLAS). Executors on other hosts need it too.", name)
     _blas_checked.add(key)
-    return native
+    return fast
 
 
 def _raise_on_nan(trained: TrainedAls) -> None:

@@ -61,7 +61,8 @@ class FactorRecommender(Recommender):
     """Shared implementation over ``user_factors`` (user_idx, features) and ``item_factors`` (item_idx, features).
 
     Subclasses implement ``fit`` (setting the two frames) and may override ``_item_neighbour_vectors`` to choose
-    what "similar" means (cosine of ALS factors; "most popular other items" for popularity).
+    what "similar" means (default: cosine of the item factors, models.similar; popularity: "the most popular
+    other items").
     """
 
     def __init__(self) -> None:
@@ -108,17 +109,21 @@ class FactorRecommender(Recommender):
         seen_pairs = seen.select(C.USER_IDX, C.ITEM_IDX).join(wanted, on=C.USER_IDX, how="left_semi")
         return recommend_top_n(user_vecs, self.item_factors, seen_pairs, n=n)
 
-    def _item_neighbour_vectors(self) -> tuple[DataFrame, DataFrame]:
-        """(query vectors, candidate vectors), both (item_idx, features): cosine similarity by default."""
-        norm = F.sqrt(F.aggregate(F.col(C.FEATURES), F.lit(0.0), lambda acc, x: acc + x * x))
-        unit = F.transform(F.col(C.FEATURES), lambda x: F.when(norm > 0, x / norm).otherwise(F.lit(0.0)))
-        normed = self.item_factors.select(C.ITEM_IDX, unit.cast("array<float>").alias(C.FEATURES))
-        return normed, normed
+    def _item_neighbour_vectors(self) -> tuple[DataFrame, DataFrame] | None:
+        """(query vectors, candidate vectors), both (item_idx, features), for a model-specific notion of
+        "similar"; None (the default) means cosine of the item factors (models.similar.similar_items_als)."""
+        return None
 
     def similar_items(self, items: DataFrame, *, n: int) -> DataFrame:
         """Top ``n`` neighbours per item, the item itself excluded (through the same top-N code as recommend)."""
-        queries, candidates = self._item_neighbour_vectors()
         wanted = items.select(C.ITEM_IDX).distinct()
+        vectors = self._item_neighbour_vectors()
+        if vectors is None:
+            from models.similar import similar_items_als
+
+            # items with an all-zero factor vector have no direction: they get no neighbours
+            return similar_items_als(self.item_factors, n=n).join(wanted, on=C.ITEM_IDX, how="left_semi")
+        queries, candidates = vectors
         as_users = queries.join(wanted, on=C.ITEM_IDX, how="left_semi").withColumnRenamed(C.ITEM_IDX, C.USER_IDX)
         itself = as_users.select(C.USER_IDX, F.col(C.USER_IDX).alias(C.ITEM_IDX))
         top = recommend_top_n(as_users, candidates, itself, n=n)

@@ -27,7 +27,7 @@ def _fmt(v) -> str:
     return _esc(v)
 
 
-def _axes(title: str, y_max: float, y_label: str) -> list[str]:
+def _axes(title: str, y_max: float, y_label: str, y_min: float = 0.0) -> list[str]:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
              f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13">{_esc(title)}</text>',
              f'<line x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}" stroke="#333"/>',
@@ -35,15 +35,16 @@ def _axes(title: str, y_max: float, y_label: str) -> list[str]:
              f'<text x="12" y="{(H - PAD_B + PAD_T) / 2}" transform="rotate(-90 12 {(H - PAD_B + PAD_T) / 2})" '
              f'text-anchor="middle">{_esc(y_label)}</text>']
     for i in range(5):
-        v = y_max * i / 4
-        y = _y(v, y_max)
+        v = y_min + (y_max - y_min) * i / 4
+        y = _y(v, y_max, y_min)
         parts.append(f'<line x1="{PAD_L - 3}" y1="{y}" x2="{W - PAD_R}" y2="{y}" stroke="#ddd"/>'
                      f'<text x="{PAD_L - 5}" y="{y + 4}" text-anchor="end">{v:.3g}</text>')
     return parts
 
 
-def _y(v: float, y_max: float) -> float:
-    return H - PAD_B - (v / y_max if y_max else 0) * (H - PAD_B - PAD_T)
+def _y(v: float, y_max: float, y_min: float = 0.0) -> float:
+    span = y_max - y_min
+    return H - PAD_B - ((v - y_min) / span if span else 0) * (H - PAD_B - PAD_T)
 
 
 def _legend(names: list[str]) -> list[str]:
@@ -73,10 +74,18 @@ def line_chart(title: str, xs: list, series: dict[str, list[float]], y_label: st
 
 
 def bar_chart(title: str, groups: list[str], series: dict[str, list[float]], y_label: str = "",
-              errors: dict[str, list[float]] | None = None) -> str:
+              errors: dict[str, list[float]] | None = None, zoom: bool = False) -> str:
+    """Grouped bars; ``zoom`` starts the axis near the smallest value (for close numbers such as RMSEs)."""
     values = [v for vals in series.values() for v in vals]
-    y_max = max(values + [1e-9]) * 1.15
-    parts = _axes(title, y_max, y_label)
+    lo, hi = min(values + [0.0]), max(values + [1e-9])
+    if zoom and values:
+        spread = (max(values) - min(values)) or abs(max(values)) * 0.05 or 1.0
+        lo = max(0.0, min(values) - spread)
+        hi = max(values) + spread
+    else:
+        lo, hi = 0.0, hi * 1.15
+    y_max, y_min = hi, lo
+    parts = _axes(title, y_max, y_label, y_min)
     slot = (W - PAD_L - PAD_R) / max(1, len(groups))
     bar = slot * 0.8 / max(1, len(series))
     for g, group in enumerate(groups):
@@ -84,13 +93,13 @@ def bar_chart(title: str, groups: list[str], series: dict[str, list[float]], y_l
         parts.append(f'<text x="{x0 + slot * 0.4}" y="{H - PAD_B + 14}" text-anchor="middle">{_esc(group)}</text>')
         for s, (name, vals) in enumerate(series.items()):
             v = vals[g]
-            x, y = x0 + s * bar, _y(v, y_max)
+            x, y = x0 + s * bar, _y(v, y_max, y_min)
             parts.append(f'<rect x="{x}" y="{y}" width="{bar - 1}" height="{H - PAD_B - y}" fill="{PALETTE[s % 6]}">'
                          f'<title>{_esc(name)} {_esc(group)}: {v:.4g}</title></rect>')
             if errors and name in errors:
                 e = errors[name][g]
-                parts.append(f'<line x1="{x + bar / 2}" x2="{x + bar / 2}" y1="{_y(v - e, y_max)}" '
-                             f'y2="{_y(v + e, y_max)}" stroke="#000"/>')
+                parts.append(f'<line x1="{x + bar / 2}" x2="{x + bar / 2}" y1="{_y(v - e, y_max, y_min)}" '
+                             f'y2="{_y(v + e, y_max, y_min)}" stroke="#000"/>')
     parts += _legend(list(series))
     parts.append("</svg>")
     return "".join(parts)
@@ -107,7 +116,7 @@ def _tuning_section(tuning: dict) -> str:
     labels = [f"#{c['config_id']}" for c in configs]
     chart = bar_chart(f"tuning: {tuning['metric']} per configuration ({tuning['folds']}-fold CV, mean ± sd)", labels,
                       {tuning["metric"]: [c["mean"] for c in configs]}, tuning["metric"],
-                      errors={tuning["metric"]: [c["std"] for c in configs]})
+                      errors={tuning["metric"]: [c["std"] for c in configs]}, zoom=True)
     best = tuning["best_config_id"]
     rows = [{**c, "best": "◀ best" if c["config_id"] == best else ""} for c in configs]
     order = "higher" if tuning["higher_is_better"] else "lower"
@@ -174,7 +183,7 @@ def explicit_report_html(report: dict, *, title: str) -> str:
                   _table([{"model": m, "rmse": cv[m]["rmse"], "rmse sd": cv[m]["rmse_std"], "mae": cv[m]["mae"]}
                           for m in ("als", "bias")], ["model", "rmse", "rmse sd", "mae"]),
                   bar_chart("RMSE per fold", folds, {m: [r[m]["rmse"] for r in cv["per_fold"]] for m in ("als", "bias")},
-                            "rmse")]
+                            "rmse", zoom=True)]
     if "holdout" in report:
         h = report["holdout"]
         split = h.get("split", {})
@@ -184,7 +193,7 @@ def explicit_report_html(report: dict, *, title: str) -> str:
                      f"</p>" + _table([{"model": m, "rmse": h[m]["rmse"], "mae": h[m]["mae"]} for m in ("als", "bias")],
                                       ["model", "rmse", "mae"])
                      + bar_chart("hold-out error", ["rmse", "mae"],
-                                 {m: [h[m]["rmse"], h[m]["mae"]] for m in ("als", "bias")}))
+                                 {m: [h[m]["rmse"], h[m]["mae"]] for m in ("als", "bias")}, zoom=True))
     if "tuning" in report:
         parts.append(_tuning_section(report["tuning"]))
     parts.append(f"<h2>ALS parameters</h2><pre>{_esc(json.dumps(report['als'].get('params', {}), indent=2))}</pre>")

@@ -204,7 +204,7 @@ def _parse_rating_file_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_t
 
 def normalise_event_type(col: Column) -> Column:
     """Lower case, surrounding blanks removed, inner blanks and dashes as '_' ('Add-To-Cart' -> 'add_to_cart')."""
-    return F.regexp_replace(F.lower(F.trim(col)), r"[\s\-]+", "_")
+    return F.translate(F.lower(F.trim(col)), " -\t", "___")
 
 
 def _csv_fields(raw: Column, fmt: EventFormat) -> tuple[dict[str, Column], Column]:
@@ -244,11 +244,12 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
         raise ValueError("event_types is empty: every event would be quarantined as unknown_event_type")
     keep = _input_columns(lines)
     raw = F.col(C.RAW)
-    clean = F.regexp_replace(raw, r"\r$", "")
+    clean = F.rtrim(raw, F.lit("\r"))  # the text reader strips \n and \r\n; a stray \r may remain
     if fmt.file_type == "csv":
         fields, malformed = _csv_fields(clean, fmt)
         malformed_reason = WRONG_FIELD_COUNT
-        header = F.lower(F.trim(clean)).startswith(",".join(fmt.columns[:2]))
+        prefix = ",".join(fmt.columns[:2])
+        header = F.lower(F.substring(clean, 1, len(prefix))) == F.lit(prefix)
     elif fmt.file_type in ("json", "parquet"):
         fields, malformed = _json_fields(clean)
         malformed_reason = MALFORMED_JSON
@@ -265,10 +266,11 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
              for f, alias in names.items()]
     step1 = lines.select(*keep, line_reason.alias("_line_reason"), *texts)
 
-    # 2. typed values. event_ts: unix seconds (digits, optional fraction) or anything Spark casts to a timestamp.
+    # 2. typed values. event_ts: unix seconds (a number, up to 12 integer digits) or anything Spark casts to a
+    # timestamp (ISO-8601 with or without zone; the session zone, UTC, when it has none).
     ts_text = F.col("_ts")
-    is_number = ts_text.rlike(r"^[+-]?[0-9]{1,12}(\.[0-9]{1,9})?$")
-    seconds_dec = F.when(is_number, ts_text.try_cast("decimal(21,9)"))
+    seconds_dec = ts_text.try_cast("decimal(21,9)")
+    is_number = seconds_dec.isNotNull()
     iso_ts = F.when(~is_number, ts_text.try_cast("timestamp"))
     step2 = step1.select(
         *keep, "_line_reason", "_u", "_i", "_t", "_ts", "_v", "_e",
@@ -344,6 +346,35 @@ def dedupe_events(events: DataFrame, *, order_by: list[str] | None = None) -> Da
     others = [c for c in events.columns if c != C.EVENT_ID]
     first = F.min_by(F.struct(*others), F.struct(*order_by))
     return events.groupBy(C.EVENT_ID).agg(first.alias("_first")).select(C.EVENT_ID, "_first.*")
+
+
+def with_good_event_id(parsed: DataFrame) -> DataFrame:
+    """``parsed`` with ``event_id`` on the good rows (null on rejected ones, where the hash is never computed)."""
+    keyed = with_event_id(parsed)
+    return keyed.withColumn(C.EVENT_ID, F.when(F.col(C.REASON).isNull(), F.col(C.EVENT_ID)))
+
+
+FIRST_COPY = "_first_copy"
+COPIES = "_copies"
+
+
+def duplicate_keys(keyed: DataFrame, *, order_col: str) -> DataFrame:
+    """(event_id, _copies, _first_copy) for each key that occurs more than once among the good rows of ``keyed``.
+
+    Only (key, order) pairs are shuffled and the aggregation is a hash aggregation, so on a batch with few
+    duplicates this costs a fraction of a full dedupe (which shuffles and sorts whole rows). ``order_col`` must
+    be unique per row (jobs.ingest uses its read-order row id); the copy with the smallest value is the first.
+    """
+    return (keyed.where(F.col(C.EVENT_ID).isNotNull()).groupBy(C.EVENT_ID)
+            .agg(F.count(F.lit(1)).alias(COPIES), F.min(order_col).alias(FIRST_COPY))
+            .where(F.col(COPIES) > 1))
+
+
+def drop_later_copies(keyed: DataFrame, dup_keys: DataFrame, *, order_col: str, broadcast: bool = True) -> DataFrame:
+    """The rows of ``keyed`` minus every copy of a duplicated key but the first (see duplicate_keys)."""
+    firsts = dup_keys.select(C.EVENT_ID, FIRST_COPY)
+    joined = keyed.join(F.broadcast(firsts) if broadcast else firsts, on=C.EVENT_ID, how="left")
+    return joined.where(F.col(FIRST_COPY).isNull() | (F.col(order_col) == F.col(FIRST_COPY))).drop(FIRST_COPY)
 
 
 def valid_events(parsed: DataFrame, *, order_by: list[str] | None = None) -> DataFrame:

@@ -1,7 +1,7 @@
 """Drift checks: compare a table's profile with the one recorded by the previous successful gate of its stage.
 
 A profile is a handful of numbers computed in ONE Spark aggregation (no collect of rows): row count, distinct
-users and items (HyperLogLog estimates, about 1% error), null rates of chosen columns, rates of chosen
+users and items, null rates of chosen columns, rates of chosen
 conditions (e.g. the quarantined share of raw lines) and the distribution of a value column (mean, standard
 deviation, approximate quantiles). Profiles are stored with each gate run (meta/validation_runs), so the next
 run compares against them.
@@ -33,7 +33,6 @@ from validation import STAGES
 from validation.report import DRIFT, CheckResult
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-DISTINCT_RSD = 0.01  # relative standard deviation of approx_count_distinct
 QUANTILE_ACCURACY = 1000
 
 DEFAULT_THRESHOLDS: dict = {
@@ -46,8 +45,8 @@ DEFAULT_THRESHOLDS: dict = {
     "quantile_shift": 0.5,
 }
 STAGE_THRESHOLDS: dict = {
-    # silver is append-only: it never loses rows, users or items (distinct counts are estimates: 2% slack)
-    "silver": {"rows_ratio": [1.0, None], "distinct_users_ratio": [0.98, None], "distinct_items_ratio": [0.98, None]},
+    # silver is append-only: it never loses rows, users or items
+    "silver": {"rows_ratio": [1.0, None], "distinct_users_ratio": [1.0, None], "distinct_items_ratio": [1.0, None]},
     # scores are not comparable between models; their distribution is recorded but not checked by default
     "recommendations": {"mean_change": None, "quantile_shift": None},
 }
@@ -56,28 +55,40 @@ STAGE_THRESHOLDS: dict = {
 @dataclass(frozen=True)
 class ProfileSpec:
     """What to profile in a target: the user and item columns, columns whose null rate matters, named rates
-    (boolean Spark expressions, e.g. ``quarantine_rate``) and the value column whose distribution is tracked."""
+    (boolean Spark expressions, e.g. ``quarantine_rate``) and the value column whose distribution is tracked.
+
+    For a target whose rows are counts rather than records (an ingest run's summary), ``rows_col`` names the
+    column to sum as "rows", and ``ratios`` give rates as sum(numerator) / sum(denominator) columns.
+    """
 
     user_col: str | None = None
     item_col: str | None = None
     null_cols: tuple[str, ...] = ()
     rates: dict[str, Column] = field(default_factory=dict)
     value_col: str | None = None
+    rows_col: str | None = None
+    ratios: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def profile(df: DataFrame, spec: ProfileSpec) -> dict:
     """The profile of ``df`` in one aggregation: {"rows", "distinct_users", "null_rate": {...}, "rates": {...},
     "value": {"mean", "stddev", "quantiles": {"p10": ...}}} (keys present only for what ``spec`` asks)."""
-    aggs: list[Column] = [F.count(F.lit(1)).alias("rows")]
+    rows = F.sum(spec.rows_col) if spec.rows_col else F.count(F.lit(1))
+    aggs: list[Column] = [F.coalesce(rows, F.lit(0)).alias("rows")]
     if spec.user_col:
-        aggs.append(F.approx_count_distinct(spec.user_col, DISTINCT_RSD).alias("distinct_users"))
+        aggs.append(F.count_distinct(spec.user_col).alias("distinct_users"))
     if spec.item_col:
-        aggs.append(F.approx_count_distinct(spec.item_col, DISTINCT_RSD).alias("distinct_items"))
+        aggs.append(F.count_distinct(spec.item_col).alias("distinct_items"))
     for i, col in enumerate(spec.null_cols):
         aggs.append(F.avg(F.col(col).isNull().cast("double")).alias(f"null_{i}"))
-    rate_names = sorted(spec.rates)
+    rate_names = sorted({*spec.rates, *spec.ratios})
     for i, name in enumerate(rate_names):
-        aggs.append(F.avg(F.coalesce(spec.rates[name], F.lit(False)).cast("double")).alias(f"rate_{i}"))
+        if name in spec.ratios:
+            numerator, denominator = spec.ratios[name]
+            rate = F.sum(numerator).cast("double") / F.sum(denominator)
+        else:
+            rate = F.avg(F.coalesce(spec.rates[name], F.lit(False)).cast("double"))
+        aggs.append(rate.alias(f"rate_{i}"))
     if spec.value_col:
         value = F.col(spec.value_col).cast("double")
         finite = F.when(~F.isnan(value), value)

@@ -29,6 +29,7 @@ class Target:
     ``cache``: persist ``frame`` while its checks run (worth it for a small projection of an expensive
     computation, e.g. parsed raw lines; not for a Delta table, which Spark reads column by column).
     ``examples_frame``: where example bad rows are drawn from, when wider than ``frame``.
+    ``drift``: compare this target's profile with the previous run's (off for naturally erratic targets).
     """
 
     name: str
@@ -39,6 +40,7 @@ class Target:
     profile: ProfileSpec = field(default_factory=ProfileSpec)
     cache: bool = False
     examples_frame: DataFrame | None = None
+    drift: bool = True
 
 
 def evaluate(stage: str, targets: list[Target], *, runner: GxRunner, run_id: str | None = None,
@@ -64,7 +66,7 @@ def evaluate(stage: str, targets: list[Target], *, runner: GxRunner, run_id: str
         finally:
             if target.cache:
                 frame.unpersist()
-        if thresholds is not None:
+        if thresholds is not None and target.drift:
             checks += compare(target.name, metrics[target.name], (previous_metrics or {}).get(target.name), thresholds)
         described[target.name] = {"source": target.source, "version": target.version,
                                   "rows": metrics[target.name]["rows"]}

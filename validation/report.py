@@ -81,8 +81,8 @@ class GateResult:
         return [c for c in self.checks if not c.success]
 
     def failed_names(self) -> list[str]:
-        """'target:name' of each failed check, e.g. ['silver_interactions:expect_column_values_to_be_unique']."""
-        return [f"{c.target}:{c.name}" for c in self.failures]
+        """'target: description' of each failed check, e.g. ['silver_interactions: user_id is never null']."""
+        return [f"{c.target}: {c.description}" for c in self.failures]
 
     def describe(self, *, examples: int = 3) -> str:
         """A readable report: one line for a pass; for a failure, each failed check, its observed value and rows."""

@@ -75,6 +75,9 @@ def _not_after(column: str, latest: dt.datetime) -> gxe.Expectation:
 
 
 # ---------------------------------------------------------------------------------------------- raw input
+# Two ways to check raw input. After ingest (the nightly flow): the run's own accounting and the lines it
+# quarantined, no re-reading. Before ingest (jobs.validate --stage raw --input ...): the files parsed as ingest
+# will parse them, at the cost of one extra read and parse.
 
 
 def raw_lines_frame(parsed: DataFrame, *, keep: tuple[str, ...] = ()) -> DataFrame:
@@ -92,7 +95,7 @@ def raw_lines_frame(parsed: DataFrame, *, keep: tuple[str, ...] = ()) -> DataFra
 
 
 def raw_suite(*, known_reasons: list[str], max_quarantine_rate: float) -> list[gxe.Expectation]:
-    """Raw input lines: not empty, every line accounted for, and few enough of them quarantined."""
+    """Raw input lines parsed ahead of ingest: not empty, every line accounted for, few enough quarantined."""
     if not 0 <= max_quarantine_rate <= 1:
         raise ValueError(f"max_quarantine_rate must be within [0, 1], got {max_quarantine_rate}")
     return [
@@ -108,6 +111,45 @@ def raw_suite(*, known_reasons: list[str], max_quarantine_rate: float) -> list[g
         gxe.ExpectColumnValuesToBeInSet(
             column=LINE_STATUS, value_set=[GOOD_LINE, HEADER_LINE], mostly=round(1 - max_quarantine_rate, 10),
             description=f"at most {max_quarantine_rate:.2%} of the lines are quarantined"),
+    ]
+
+
+UNACCOUNTED = "unaccounted"
+QUARANTINE_RATE = "quarantine_rate"
+
+
+def ingest_run_frame(runs: DataFrame) -> DataFrame:
+    """An ingest run's summary row (meta/ingest_runs: read, headers, loaded, duplicates, quarantined, status) plus
+    ``unaccounted`` (lines neither header, loaded, duplicate nor quarantined) and ``quarantine_rate``."""
+    accounted = F.col("headers") + F.col("loaded") + F.col("duplicates") + F.col("quarantined")
+    return runs.withColumn(UNACCOUNTED, F.col("read") - accounted).withColumn(
+        QUARANTINE_RATE, F.when(F.col("read") > 0, F.col("quarantined") / F.col("read")).otherwise(F.lit(0.0)))
+
+
+def ingest_run_suite(*, max_quarantine_rate: float) -> list[gxe.Expectation]:
+    """Raw input as ingest saw it (the run's own accounting, from its Delta commit metrics): it finished, read
+    something, accounted for every line, and quarantined few enough of them."""
+    if not 0 <= max_quarantine_rate <= 1:
+        raise ValueError(f"max_quarantine_rate must be within [0, 1], got {max_quarantine_rate}")
+    return [
+        gxe.ExpectTableRowCountToEqual(value=1, description="one summary row for the ingest run"),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ok"], description="the ingest run finished ok"),
+        gxe.ExpectColumnValuesToBeBetween(column="read", min_value=1, description="the input is not empty"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=UNACCOUNTED, min_value=0, max_value=0,
+            description="every line is accounted for: read = headers + loaded + duplicates + quarantined"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=QUARANTINE_RATE, min_value=0, max_value=max_quarantine_rate,
+            description=f"at most {max_quarantine_rate:.2%} of the lines are quarantined"),
+    ]
+
+
+def quarantined_lines_suite(*, known_reasons: list[str]) -> list[gxe.Expectation]:
+    """The lines an ingest run quarantined: each keeps its raw text, its source and a known reason."""
+    return [
+        *[_not_null(c) for c in (C.RAW, C.SOURCE_FILE, C.REASON)],
+        gxe.ExpectColumnValuesToBeInSet(column=C.REASON, value_set=sorted(known_reasons),
+                                        description="every rejected line carries a known reason code"),
     ]
 
 

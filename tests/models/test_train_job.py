@@ -45,3 +45,19 @@ def test_train_with_tuning_records_lineage_metrics_and_a_report(spark, tmp_path)
     assert model.info["metrics"]["als"]["ndcg@5"] == metrics["als"]["ndcg@5"]
     html = (tmp_path / "lake" / "models" / "m1" / "report.html").read_text()
     assert "<svg" in html and "Lineage" in html
+
+
+@pytest.mark.slow
+def test_tune_job_appends_fold_scores_for_the_training_table_version(spark, tmp_path):
+    from jobs import tune
+
+    lake = Lake(str(tmp_path / "lake"))
+    write_gold(spark, lake)
+    args = tune.build_parser().parse_args([
+        "--lake", lake.root, "--seed", "3", "--k", "5", "--num-blocks", "1", "--tune-folds", "2",
+        "--search", "random", "--n-configs", "1", "--ranks", "4", "--reg-params", "0.01,1", "--alphas", "1,10",
+        "--max-iters", "3"])
+    summary = tune.run(spark, args)
+    rows = tables.read(spark, lake.table(*tune.TUNING_RESULTS)).where(F.col("tuning_run_id") == summary["tuning_run_id"])
+    assert rows.count() == 2 and {r["source_version"] for r in rows.collect()} == {0}
+    assert 0.01 <= summary["best"]["reg_param"] <= 1 and summary["metric"] == "ndcg@5"

@@ -40,7 +40,7 @@ def run_gated_nightly(spark, lake: str, logs: str, model_version: str, *, option
         done[name] = module.run(spark, module.build_parser().parse_args(argv))
         if doctor is not None:
             doctor(name)
-        for result in validate.gate_step(spark, "after", name, step_argv=argv, **gate_kwargs):
+        for result in validate.gate_step(spark, "after", name, step_argv=argv, step_result=done[name], **gate_kwargs):
             done[f"gate:{result.stage}"] = result
     return done
 

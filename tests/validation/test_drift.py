@@ -70,7 +70,8 @@ def silver_events(spark, rows: int):
     return spark.range(rows, numPartitions=2).select(
         F.sha2(i.cast("string"), 256).alias(C.EVENT_ID), (i % 40).cast("string").alias(C.USER_ID),
         (i * 7 % 150).cast("string").alias(C.ITEM_ID), F.lit(C.RATING_EVENT).alias(C.EVENT_TYPE),
-        (F.lit(1.0) + (i * 13 % 9) / 2).alias(C.VALUE), ts.alias(C.EVENT_TS), F.lit(None).cast("string").alias(C.SOURCE_EVENT_ID),
+        (F.lit(1.0) + (i * 13 % 9) / 2).alias(C.VALUE), ts.alias(C.EVENT_TS),
+        F.lit(None).cast("string").alias(C.SOURCE_EVENT_ID),
         F.to_date(ts).alias(C.EVENT_DATE), F.date_format(ts, "yyyy-MM").alias(C.EVENT_MONTH),
         F.lit("file:/ratings.csv").alias(C.SOURCE_FILE))
 

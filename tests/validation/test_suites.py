@@ -34,6 +34,30 @@ def runner():
     return GxRunner(examples=3)
 
 
+def test_ingest_run_suite_names_unaccounted_lines_and_too_many_quarantined(spark, runner):
+    run = spark.createDataFrame([("r1", "failed: rows not accounted for", 100, 1, 80, 5, 10)],
+                                "ingest_run_id string, status string, read long, headers long, loaded long, "
+                                "duplicates long, quarantined long")
+    quarantined = spark.createDataFrame([("x,y", "file:/in.csv", parse.BAD_RATING), (None, "file:/in.csv", "mystery")],
+                                        f"{C.RAW} string, {C.SOURCE_FILE} string, {C.REASON} string")
+    targets = [Target("raw_input", suites.ingest_run_frame(run), source="crafted",
+                      expectations=suites.ingest_run_suite(max_quarantine_rate=0.05),
+                      profile=ProfileSpec(rows_col="read", ratios={"quarantine_rate": ("quarantined", "read")})),
+               Target("quarantined_lines", quarantined, source="crafted",
+                      expectations=suites.quarantined_lines_suite(known_reasons=list(parse.REASONS)))]
+    result = evaluate("raw", targets, runner=runner)
+    assert failed(result) == {
+        ("raw_input", "the ingest run finished ok"),
+        ("raw_input", "every line is accounted for: read = headers + loaded + duplicates + quarantined"),
+        ("raw_input", "at most 5.00% of the lines are quarantined"),
+        ("quarantined_lines", "raw is never null"),
+        ("quarantined_lines", "every rejected line carries a known reason code"),
+    }
+    assert result.metrics["raw_input"] == {"rows": 100, "rates": {"quarantine_rate": 0.1}}
+    assert check(result, "quarantined_lines", "every rejected line carries a known reason code").examples == [
+        {C.RAW: None, C.SOURCE_FILE: "file:/in.csv", C.REASON: "mystery"}]
+
+
 def test_raw_suite_names_unknown_reasons_and_too_many_quarantined_lines(spark, runner):
     reasons = [None] * 6 + [parse.HEADER, parse.BAD_RATING, parse.FUTURE_TIMESTAMP, "mystery_reason"]
     parsed = spark.createDataFrame([(r, f"line {i}") for i, r in enumerate(reasons)], f"{C.REASON} string, {C.RAW} string")
@@ -48,7 +72,8 @@ def test_raw_suite_names_unknown_reasons_and_too_many_quarantined_lines(spark, r
     quarantined = check(result, "raw_lines", "at most 20.00% of the lines are quarantined")
     assert quarantined.observed["unexpected_count"] == 3 and quarantined.observed["element_count"] == 10
     assert {e[C.RAW] for e in quarantined.examples} <= {"line 7", "line 8", "line 9"}  # the bad lines, with text
-    assert check(result, "raw_lines", "every rejected line carries a known reason code").examples[0][C.REASON] == "mystery_reason"
+    unknown = check(result, "raw_lines", "every rejected line carries a known reason code")
+    assert unknown.examples[0][C.REASON] == "mystery_reason"
 
 
 def test_silver_suite_names_each_broken_expectation(spark, runner):
@@ -138,7 +163,8 @@ def test_recommendations_suite_checks_lists_order_and_seen_items(spark, runner):
     }
     short = check(result, "user_recommendations", "every scored user has exactly 3 recommendations")
     assert short.observed == 1 and short.examples == [{C.USER_ID: "u2", "rows": 2}]
-    assert check(result, "user_recommendations", "every user of the training table is scored").examples == [{C.USER_ID: "u9"}]
+    unscored = check(result, "user_recommendations", "every user of the training table is scored")
+    assert unscored.examples == [{C.USER_ID: "u9"}]
 
 
 def test_snapshot_suite_checks_each_list(spark, runner):
@@ -157,4 +183,5 @@ def test_snapshot_suite_checks_each_list(spark, runner):
         ("snapshot_user_recommendations", "scores are in descending order"),
     }
     assert check(result, "snapshot_user_recommendations", "5 users, as the manifest says").observed == 4
-    assert [e[C.USER_ID] for e in check(result, "snapshot_user_recommendations", "no item twice in a list").examples] == ["u2"]
+    repeated = check(result, "snapshot_user_recommendations", "no item twice in a list")
+    assert [e[C.USER_ID] for e in repeated.examples] == ["u2"]
