@@ -58,12 +58,24 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     Step("ingest", "ingest", ("--lake", "{lake}", "--input", "{input}", "--format", "{format}")),
+    # the data-quality gates (jobs.validate) between the steps, as jobs.nightly runs them; a failed gate exits 1
+    Step("validate-raw", "validate", ("--lake", "{lake}", "--stage", "raw", "--ingest-run-id", "latest"),
+         executors=1),
+    Step("validate-silver", "validate", ("--lake", "{lake}", "--stage", "silver", "--ingest-run-id", "latest",
+                                         "--format", "{format}"), executors=1),
     Step("build-training", "build_training", ("--lake", "{lake}", "--mode", "{mode}")),
+    Step("validate-training", "validate", ("--lake", "{lake}", "--stage", "training", "--format", "{format}"),
+         executors=1),
     Step("train", "train", ("--lake", "{lake}", "--rank", "{rank}", "--reg-param", "{reg_param}", "--alpha", "{alpha}",
                             "--max-iter", "{max_iter}", "--model-version", "{model_version}"), executor_memory="6g"),
     Step("score", "score", ("--lake", "{lake}", "--model-version", "{model_version}", "--n", "{n}"), executor_memory="6g"),
+    Step("validate-recommendations", "validate", ("--lake", "{lake}", "--stage", "recommendations",
+                                                  "--model-version", "{model_version}", "--n", "{n}"), executors=1),
     Step("publish", "publish", ("--lake", "{lake}", "--model-version", "{model_version}",
                                 "--snapshot-root", "{snapshot_root}"), executors=1, needs_snapshot_volume=True),
+    Step("validate-snapshot", "validate", ("--lake", "{lake}", "--stage", "snapshot", "--model-version",
+                                           "{model_version}", "--snapshot-root", "{snapshot_root}"),
+         executors=1, needs_snapshot_volume=True),
 )
 NIGHTLY = Step("nightly", "nightly", ("--lake", "{lake}", "--input", "{input}", "--format", "{format}",
                                       "--mode", "{mode}", "--rank", "{rank}", "--reg-param", "{reg_param}",

@@ -9,8 +9,19 @@ from pathlib import Path
 from jobs.spark_session import build_spark
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where they say nothing: on-off flags, None, or a help text that already names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)) or action.default is None
+                or "default" in text):
+            return text
+        return super()._get_help_string(action)
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     spark = parser.add_argument_group("spark")
     spark.add_argument("--master", default=None,
                        help="Spark master (local[*] when not under spark-submit; ignored under spark-submit)")

@@ -26,10 +26,20 @@ from transforms import parse
 def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0])
     add_lake_arg(parser)
-    parser.add_argument("--input", default=None, help="rating file(s) to ingest first (omit to start from silver)")
-    parser.add_argument("--format", choices=sorted(parse.RATING_FORMATS), default="movielens")
+    parser.add_argument("--input", default=None,
+                        help="rating file(s) or event logs to ingest first (omit to start from silver)")
+    parser.add_argument("--format", choices=sorted(parse.FORMATS), default="movielens",
+                        help="input format, as for jobs.ingest")
+    parser.add_argument("--incremental", action="store_true",
+                        help="ingest only files not ingested before (jobs.ingest --incremental)")
     parser.add_argument("--mode", choices=build_training.MODES, default="implicit")
     parser.add_argument("--min-rating", type=float, default=None, help="implicit: ignore ratings below this")
+    parser.add_argument("--event-weights", default=None, metavar="JSON",
+                        help="implicit: weight per event type (jobs.build_training --event-weights)")
+    parser.add_argument("--half-life-days", type=float, default=None,
+                        help="implicit: time decay of event weights (jobs.build_training --half-life-days)")
+    parser.add_argument("--tune", action="store_true",
+                        help="choose ALS params by cross-validation before training (jobs.train --tune)")
     train.add_als_args(parser)
     parser.add_argument("--n", type=int, default=score.DEFAULT_N, help="recommendations per user")
     parser.add_argument("--model-version", default=None)
@@ -44,10 +54,15 @@ def step_args(args: argparse.Namespace) -> list[tuple[str, object, list[str]]]:
     steps = []
     lake = ["--lake", args.lake]
     if args.input:
-        steps.append(("ingest", ingest, lake + ["--input", args.input, "--format", args.format]))
+        steps.append(("ingest", ingest, lake + ["--input", args.input, "--format", args.format]
+                      + (["--incremental"] if args.incremental else [])))
     bt = lake + ["--mode", args.mode]
     if args.min_rating is not None:
         bt += ["--min-rating", str(args.min_rating)]
+    if args.event_weights:
+        bt += ["--event-weights", args.event_weights]
+    if args.half_life_days is not None:
+        bt += ["--half-life-days", str(args.half_life_days)]
     steps.append(("build_training", build_training, bt))
     tr = lake + ["--rank", str(args.rank), "--reg-param", str(args.reg_param), "--alpha", str(args.alpha),
                  "--max-iter", str(args.max_iter), "--seed", str(args.seed)]
@@ -55,6 +70,8 @@ def step_args(args: argparse.Namespace) -> list[tuple[str, object, list[str]]]:
         tr += ["--num-blocks", str(args.num_blocks)]
     if args.model_version:
         tr += ["--model-version", args.model_version]
+    if args.tune:
+        tr += ["--tune"]
     steps.append(("train", train, tr))
     steps.append(("score", score, lake + ["--n", str(args.n)]))
     pub = lake + (["--snapshot-root", args.snapshot_root] if args.snapshot_root else [])

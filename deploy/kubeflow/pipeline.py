@@ -1,4 +1,4 @@
-"""The nightly Kubeflow pipeline (kfp 2.x): one SparkApplication per step, then a roll of the lookup service.
+"""The nightly Kubeflow pipeline (kfp 2.x): one SparkApplication per step and gate, then a roll of the lookup service.
 
     python -m deploy.kubeflow.pipeline --output deploy/kubeflow/nightly_pipeline.yaml     (or: make pipeline)
 
@@ -7,6 +7,8 @@ SparkApplication from deploy/spark_apps.py (the same source as the checked-in ma
 COMPLETED or turns FAILED / stuck / timed-out into a failed step with the driver log. KFP v2 has no ResourceOp
 (kubeflow/pipelines#8570), hence this small launcher. The model version is chosen once, up front, and handed to
 train, score and publish, so a retried step works on the same version. Side-effecting steps are never cached.
+The data-quality gates (jobs.validate) run as their own steps after ingest, build-training, score and publish;
+a failed gate fails the run before the next step, and the lookup service is only rolled after every gate passed.
 """
 
 import argparse
@@ -16,7 +18,8 @@ from kfp import compiler, dsl
 
 from deploy.spark_apps import DEFAULT_IMAGE, DEFAULT_VALUES
 
-SPARK_STEPS = ("ingest", "build-training", "train", "score", "publish")
+SPARK_STEPS = ("ingest", "validate-raw", "validate-silver", "build-training", "validate-training", "train", "score",
+               "validate-recommendations", "publish", "validate-snapshot")
 STEP_TIMEOUT_S = 4 * 3600
 
 
@@ -59,7 +62,8 @@ def roll_lookup_service(deployment: str, namespace: str, model_version: str) -> 
     return model_version
 
 
-@dsl.pipeline(name="recsys-nightly", description="ingest -> build training -> train -> score -> publish -> roll the lookup service")
+@dsl.pipeline(name="recsys-nightly", description="ingest -> validate -> build training -> validate -> train -> score -> validate -> "
+                                                   "publish -> validate -> roll the lookup service")
 def nightly_pipeline(
     lake: str = DEFAULT_VALUES["lake"],
     input_path: str = DEFAULT_VALUES["input"],
