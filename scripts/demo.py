@@ -1,7 +1,8 @@
 """The README's main command (`make demo`): sample log -> nightly flow -> live Seldon service -> real lookups.
 
 1. jobs.generate_logs writes a synthetic ratings log (taste groups, skewed popularity, injected faults);
-2. jobs.nightly runs ingest -> build_training -> train -> score -> publish into a local Delta lake;
+2. jobs.nightly runs ingest -> build_training -> train -> score -> publish into a local Delta lake, with the
+   data-quality gates after each step;
 3. the real seldon-core-microservice starts on the published snapshot (serving venv);
 4. a known user and an unknown user are looked up over REST, a known user over gRPC; the answers are printed;
 5. the service is stopped.

@@ -40,6 +40,8 @@ from pyspark.sql import DataFrame
 from validation.report import EXPECTATION, CheckResult, json_safe
 
 log = logging.getLogger(__name__)
+# great-expectations logs every data-source load and default lookup at INFO; the gate prints its own report
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 DATASOURCE = "spark"
 DOCS_SITE = "local_site"
