@@ -312,12 +312,16 @@ def test_custom_metrics_reach_the_prometheus_endpoint(service):
         return _metric(after, name, **labels) - _metric(before, name, **labels)
 
     # A refused request raises before Seldon takes metrics; its count goes over with that worker's next answer.
-    deadline = time.monotonic() + 10
+    # Each process's own load is reported the same way, so wait until all three have been heard from.
+    deadline = time.monotonic() + 30
     while True:
         requests.get(service.base_url + "/health/status", timeout=5)
         after = requests.get(url, timeout=5).text
-        if delta("recommender_errors_total", reason="bad_request") >= 1 or time.monotonic() > deadline:
+        settled = (delta("recommender_errors_total", reason="bad_request") >= 1
+                   and _metric(after, "recommender_reloads_total", outcome="loaded") >= 3)
+        if settled or time.monotonic() > deadline:
             break
+        time.sleep(0.2)
 
     assert delta("recommender_lookups_total", kind="user", source="personal") >= 1
     assert delta("recommender_lookups_total", kind="user", source="popular") >= 1
