@@ -214,7 +214,7 @@ def run_gate(spark, stage: str, *, lake: str, input: str | None = None, fmt: str
     run_id = run_id or uuid.uuid4().hex
     tag = uuid.uuid4().hex[:8]  # names this run's temp views
     try:
-        extra, version = [], None
+        extra, version, ingest_run = [], None, None
         if stage == "raw" and (ingest_run_id is not None or ingest_args is None):  # after ingest: the run itself
             ingest_run = _ingest_run(spark, lake_, ingest_run_id or LATEST_RUN)
             targets, extra = _ingest_run_targets(spark, lake_, ingest_run, opts)
@@ -240,7 +240,8 @@ def run_gate(spark, stage: str, *, lake: str, input: str | None = None, fmt: str
     if stage == "snapshot" and not result.success and opts.restore_latest:
         result.actions.append(_restore_latest(spark, lake_, snapshot_root, result.model_version))
     if stage in ("raw", "silver") and not result.success and opts.restore_silver and ingest_run_id is not None:
-        result.actions.append(_restore_silver(spark, lake_, _ingest_run(spark, lake_, ingest_run_id)))
+        # the run the raw gate just checked, not a re-read (a newer run may have landed since)
+        result.actions.append(_restore_silver(spark, lake_, ingest_run or _ingest_run(spark, lake_, ingest_run_id)))
     if reports:
         result.report_path = str(_write_report(reports, result))
     if opts.record:
