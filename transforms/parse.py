@@ -217,29 +217,40 @@ def normalise_event_type(col: Column) -> Column:
     return F.translate(F.lower(F.trim(col)), " -\t", "___")
 
 
-def _csv_fields(raw: Column, fmt: EventFormat) -> tuple[dict[str, Column], Column]:
-    """(field name -> text, malformed flag) for a CSV line; quoted fields are parsed with from_csv."""
-    has_quote = raw.contains('"')
-    parts = F.split(raw, ",", -1)
+def _csv_fields(lines: DataFrame, keep: list[str], clean: Column, fmt: EventFormat) -> tuple[DataFrame, dict[str, Column], Column]:
+    """(``lines`` with each CSV line split once, field name -> text, malformed flag); quoted fields via from_csv.
+
+    The split (and, for the rare quoted line, from_csv) is its own projection: the field expressions then read
+    its result instead of re-splitting the line for every field (Spark does not share subexpressions across
+    CASE WHEN branches, so one projection re-evaluated split() about a dozen times per line).
+    """
+    has_quote = clean.contains('"')
     schema = ", ".join(f"`c{i}` string" for i in range(len(fmt.columns)))
-    quoted = F.from_csv(raw, schema)
+    unquoted = F.regexp_replace(clean, r'"[^"]*"', "")
+    split = lines.select(
+        *keep, F.split(clean, ",", -1).alias("_parts"),
+        F.when(has_quote, F.from_csv(clean, schema)).alias("_quoted"),
+        F.when(has_quote, F.size(F.split(unquoted, ",", -1))).alias("_n_quoted"))
+    parts, quoted = F.col("_parts"), F.col("_quoted")
     fields = {}
     for i, name in enumerate(fmt.columns):
         if name in EVENT_FIELDS:
-            fields[name] = F.when(has_quote, quoted[f"c{i}"]).otherwise(F.get(parts, i))
-    unquoted = F.regexp_replace(raw, r'"[^"]*"', "")
-    n_fields = F.when(has_quote, F.size(F.split(unquoted, ",", -1))).otherwise(F.size(parts))
+            fields[name] = F.when(quoted.isNotNull(), quoted[f"c{i}"]).otherwise(F.get(parts, i))
+    n_fields = F.coalesce(F.col("_n_quoted"), F.size(parts))
     required = max(fmt.columns.index(c) for c in REQUIRED_EVENT_FIELDS) + 1
     malformed = (n_fields < required) | (n_fields > len(fmt.columns))
-    return fields, malformed
+    return split, fields, malformed
 
 
-def _json_fields(raw: Column) -> tuple[dict[str, Column], Column]:
+def _json_fields(lines: DataFrame, keep: list[str], clean: Column) -> tuple[DataFrame, dict[str, Column], Column]:
+    """(``lines`` with each JSON line parsed once, field name -> text, malformed flag); see _csv_fields."""
     schema = T.StructType([T.StructField(name, T.StringType()) for name in EVENT_FIELDS]
                           + [T.StructField(_CORRUPT, T.StringType())])
-    obj = F.from_json(raw, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+    parsed = lines.select(*keep, F.from_json(clean, schema, {"mode": "PERMISSIVE",
+                                                             "columnNameOfCorruptRecord": _CORRUPT}).alias("_obj"))
+    obj = F.col("_obj")
     malformed = obj.isNull() | obj[_CORRUPT].isNotNull()
-    return {name: obj[name] for name in EVENT_FIELDS}, malformed
+    return parsed, {name: obj[name] for name in EVENT_FIELDS}, malformed
 
 
 def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_seconds: int,
@@ -256,12 +267,12 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
     raw = F.col(C.RAW)
     clean = F.rtrim(raw, F.lit("\r"))  # the text reader strips \n and \r\n; a stray \r may remain
     if fmt.file_type == "csv":
-        fields, malformed = _csv_fields(clean, fmt)
+        lines, fields, malformed = _csv_fields(lines, keep, clean, fmt)
         malformed_reason = WRONG_FIELD_COUNT
         prefix = ",".join(fmt.columns[:2])
         header = F.lower(F.substring(clean, 1, len(prefix))) == F.lit(prefix)
     elif fmt.file_type in ("json", "parquet"):
-        fields, malformed = _json_fields(clean)
+        lines, fields, malformed = _json_fields(lines, keep, clean)
         malformed_reason = MALFORMED_JSON
         header = F.lit(False)
     else:
@@ -278,10 +289,13 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
 
     # 2. typed values. event_ts: unix seconds (a number, up to 12 integer digits) or anything Spark casts to a
     # timestamp (ISO-8601 with or without zone; the session zone, UTC, when it has none).
+    # Each cast is its own column first, read by the expressions after it (evaluated once per line).
     ts_text = F.col("_ts")
-    seconds_dec = ts_text.try_cast("decimal(21,9)")
+    step1 = step1.select("*", ts_text.try_cast("decimal(21,9)").alias("_seconds_dec"))
+    seconds_dec = F.col("_seconds_dec")
     is_number = seconds_dec.isNotNull()
-    iso_ts = F.when(~is_number, ts_text.try_cast("timestamp"))
+    step1 = step1.select("*", F.when(~is_number, ts_text.try_cast("timestamp")).alias("_iso_ts"))
+    iso_ts = F.col("_iso_ts")
     step2 = step1.select(
         *keep, "_line_reason", "_u", "_i", "_t", "_ts", "_v", "_e",
         normalise_event_type(F.col("_t")).alias("_type"),

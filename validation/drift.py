@@ -1,9 +1,11 @@
 """Drift checks: compare a table's profile with the one recorded by the previous successful gate of its stage.
 
-A profile is a handful of numbers computed in ONE Spark aggregation (no collect of rows): row count, distinct
-users and items, null rates of chosen columns, rates of chosen
-conditions (e.g. the quarantined share of raw lines) and the distribution of a value column (mean, standard
-deviation, approximate quantiles). Profiles are stored with each gate run (meta/validation_runs), so the next
+A profile is a handful of numbers computed by Spark aggregations (no collect of rows): row count, distinct
+users and items, null rates of chosen columns, rates of chosen conditions (e.g. the quarantined share of raw
+lines) and the distribution of a value column (mean, standard deviation, approximate quantiles). The distinct
+counts are exact (silver's drift bound says it never loses a user, which an estimate could trip), each in its own
+aggregation: several distinct aggregates in one make Spark expand every row once per distinct column, which cost
+2.5x the three separate passes on 10M silver rows (45 s vs 18 s, bench/validation.py). Profiles are stored with each gate run (meta/validation_runs), so the next
 run compares against them.
 
 Thresholds (all configurable; ``None`` switches a check off):
@@ -71,14 +73,10 @@ class ProfileSpec:
 
 
 def profile(df: DataFrame, spec: ProfileSpec) -> dict:
-    """The profile of ``df`` in one aggregation: {"rows", "distinct_users", "null_rate": {...}, "rates": {...},
+    """The profile of ``df`` (one aggregation, plus one per distinct count): {"rows", "distinct_users", "null_rate": {...}, "rates": {...},
     "value": {"mean", "stddev", "quantiles": {"p10": ...}}} (keys present only for what ``spec`` asks)."""
     rows = F.sum(spec.rows_col) if spec.rows_col else F.count(F.lit(1))
     aggs: list[Column] = [F.coalesce(rows, F.lit(0)).alias("rows")]
-    if spec.user_col:
-        aggs.append(F.count_distinct(spec.user_col).alias("distinct_users"))
-    if spec.item_col:
-        aggs.append(F.count_distinct(spec.item_col).alias("distinct_items"))
     for i, col in enumerate(spec.null_cols):
         aggs.append(F.avg(F.col(col).isNull().cast("double")).alias(f"null_{i}"))
     rate_names = sorted({*spec.rates, *spec.ratios})
@@ -96,9 +94,9 @@ def profile(df: DataFrame, spec: ProfileSpec) -> dict:
                  F.percentile_approx(finite, list(QUANTILES), QUANTILE_ACCURACY).alias("value_quantiles")]
     row = df.agg(*aggs).first()
     result: dict = {"rows": int(row["rows"])}
-    for key in ("distinct_users", "distinct_items"):
-        if key in row:
-            result[key] = int(row[key])
+    for key, col in (("distinct_users", spec.user_col), ("distinct_items", spec.item_col)):
+        if col:  # one exact distinct count per aggregation (see the module docstring)
+            result[key] = int(df.agg(F.count_distinct(col)).first()[0]) if result["rows"] else 0
     if spec.null_cols:
         result["null_rate"] = {col: _float(row[f"null_{i}"]) for i, col in enumerate(spec.null_cols)}
     if rate_names:
