@@ -3,6 +3,20 @@ from __future__ import annotations
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+
+def one_row(spark: SparkSession, values: tuple, schema: str) -> DataFrame:
+    """A one-row DataFrame of ``values`` typed by the DDL ``schema``, built from literals in the JVM.
+
+    ``spark.createDataFrame([row])`` ships the row through a Python worker (about 1-2 s on a small machine, the
+    bulk of appending one run record); literals need no worker.
+    """
+    fields = StructType.fromDDL(schema).fields
+    if len(fields) != len(values):
+        raise ValueError(f"{len(values)} values for the {len(fields)} columns of {schema!r}")
+    return spark.range(1).select(*[F.lit(v).cast(f.dataType).alias(f.name) for v, f in zip(values, fields)])
 
 
 def exists(spark: SparkSession, path: str) -> bool:

@@ -209,7 +209,7 @@ def run(spark, args) -> dict:
         users=counts["users"], items=counts["items"], rows=counts["rows"], train_seconds=float(seconds),
         metrics=json.dumps(metrics, default=str),
     )
-    tables.append(spark.createDataFrame([run_row], schema=MODEL_RUNS_SCHEMA), lake.table(*MODEL_RUNS))
+    tables.append(tables.one_row(spark, run_row, MODEL_RUNS_SCHEMA), lake.table(*MODEL_RUNS))
     if evaluate:
         data.unpersist()
 

@@ -59,6 +59,7 @@ from validation.report import CUSTOM, CheckResult, GateFailed, GateResult
 from validation.runner import GxRunner
 
 VALIDATION_RUNS = ("meta", "validation_runs")
+_LOOK_UP = object()  # run_gate's default for ``previous``: read it from meta/validation_runs
 RUNS_SCHEMA = (
     "run_id string, stage string, started_at timestamp, seconds double, success boolean, model_version string, "
     "checks int, failed int, failed_checks string, targets string, metrics string, report_path string, "
@@ -184,6 +185,10 @@ def gate_step(spark, when: str, step: str, *, step_argv: list[str] | None = None
             kwargs["ingest_argv"] = step_argv
         if when == "after":
             kwargs["ingest_run_id"] = (step_result or {}).get("run_id") or LATEST_RUN
+    options = kwargs.get("options") or GateOptions()
+    if len(stages) > 1 and options.drift and "lake" in kwargs:  # one read of the run history for every stage
+        baselines = previous_successes(spark, Lake(kwargs["lake"]), stages)
+        return [run_gate(spark, stage, previous=baselines.get(stage), **kwargs) for stage in stages]
     return [run_gate(spark, stage, **kwargs) for stage in stages]
 
 
@@ -191,10 +196,11 @@ def run_gate(spark, stage: str, *, lake: str, input: str | None = None, fmt: str
              ingest_argv: list[str] | None = None, ingest_run_id: str | None = None,
              model_version: str | None = None, n: int | None = None, snapshot_root: str | None = None,
              table_version: int | None = None, options: GateOptions | None = None, run_id: str | None = None,
-             raise_on_failure: bool = True) -> GateResult:
+             raise_on_failure: bool = True, previous: dict | None | object = _LOOK_UP) -> GateResult:
     """Check ``stage``; record and print the result; raise GateFailed if a check failed (unless told not to).
 
-    Arguments a stage does not use are ignored, so a caller can pass the same ones to every gate.
+    Arguments a stage does not use are ignored, so a caller can pass the same ones to every gate. ``previous``:
+    the drift baseline when the caller has already read it (``previous_successes``), else it is looked up.
     raw: with ``ingest_run_id`` (a run id or "latest"), or with no input given, checks an ingest run after the
     fact; with ``input``/``fmt`` or ``ingest_argv`` (ingest's command line) alone, parses the files ahead of
     ingest. ``ingest_argv`` also tells the silver gate ingest's event types and rating scale.
@@ -205,7 +211,10 @@ def run_gate(spark, stage: str, *, lake: str, input: str | None = None, fmt: str
     lake_ = Lake(lake)
     ingest_args = _ingest_args(lake, input, fmt, ingest_argv)
     fmt = fmt or (ingest_args.format if ingest_args else None)
-    previous = previous_success(spark, lake_, stage) if opts.drift else None
+    if not opts.drift:
+        previous = None
+    elif previous is _LOOK_UP:
+        previous = previous_success(spark, lake_, stage)
     reports = _reports_dir(lake_, opts)
     docs = opts.docs_dir or (str(reports / "data_docs") if reports else None)
     runner = GxRunner(docs_dir=docs, store_dir=reports / "gx_validation_results" if reports else None,
@@ -539,15 +548,20 @@ def _restore_latest(spark, lake: Lake, snapshot_root: str | None, failed_version
 
 def previous_success(spark, lake: Lake, stage: str) -> dict | None:
     """The last successful run of ``stage`` in meta/validation_runs: {"run_id", "metrics", "targets", ...}."""
+    return previous_successes(spark, lake, [stage]).get(stage)
+
+
+def previous_successes(spark, lake: Lake, stages) -> dict[str, dict]:
+    """previous_success for several stages in one query (each read of the table costs about a second)."""
     runs = tables.read_if_exists(spark, lake.table(*VALIDATION_RUNS))
     if runs is None:
-        return None
-    row = (runs.where((F.col("stage") == stage) & F.col("success")).orderBy(F.col("started_at").desc())
-           .select("run_id", C.MODEL_VERSION, "metrics", "targets").first())
-    if row is None:
-        return None
-    return {"run_id": row["run_id"], "model_version": row[C.MODEL_VERSION], "metrics": json.loads(row["metrics"]),
-            "targets": json.loads(row["targets"])}
+        return {}
+    latest = F.max_by(F.struct("run_id", C.MODEL_VERSION, "metrics", "targets"), "started_at").alias("last")
+    rows = (runs.where(F.col("stage").isin(list(stages)) & F.col("success")).groupBy("stage").agg(latest)
+            .collect())
+    return {r["stage"]: {"run_id": r["last"]["run_id"], "model_version": r["last"][C.MODEL_VERSION],
+                         "metrics": json.loads(r["last"]["metrics"]), "targets": json.loads(r["last"]["targets"])}
+            for r in rows}
 
 
 def record_run(spark, lake: Lake, result: GateResult) -> None:
@@ -558,7 +572,7 @@ def record_run(spark, lake: Lake, result: GateResult) -> None:
            json.dumps([{"target": c.target, "check": c.name, "description": c.description,
                         "observed": c.observed_text()} for c in result.failures]),
            json.dumps(doc["targets"]), json.dumps(doc["metrics"]), result.report_path, result.docs_path)
-    tables.append(spark.createDataFrame([row], RUNS_SCHEMA), lake.table(*VALIDATION_RUNS))
+    tables.append(tables.one_row(spark, row, RUNS_SCHEMA), lake.table(*VALIDATION_RUNS))
 
 
 def _reports_dir(lake: Lake, opts: GateOptions) -> Path | None:

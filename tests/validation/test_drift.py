@@ -9,7 +9,7 @@ from jobs import ingest, tables, validate
 from jobs.cli import Lake
 from jobs.validate import GateOptions
 from transforms import columns as C
-from validation.drift import DEFAULT_THRESHOLDS, compare, resolve_thresholds
+from validation.drift import DEFAULT_THRESHOLDS, DISTINCT_RSD, ProfileSpec, compare, profile, resolve_thresholds
 from validation.report import GateFailed
 
 
@@ -74,6 +74,31 @@ def silver_events(spark, rows: int):
         F.lit(None).cast("string").alias(C.SOURCE_EVENT_ID),
         F.to_date(ts).alias(C.EVENT_DATE), F.date_format(ts, "yyyy-MM").alias(C.EVENT_MONTH),
         F.lit("file:/ratings.csv").alias(C.SOURCE_FILE))
+
+
+def test_distinct_counts_are_exact_on_small_tables_and_flagged_estimates_on_large_ones(spark):
+    rows = [(f"u{i % 37}", f"i{i % 11}", float(i % 5)) for i in range(500)]
+    df = spark.createDataFrame(rows, "user_id string, item_id string, value double")
+    spec = ProfileSpec(user_col="user_id", item_col="item_id", value_col="value")
+    exact = profile(df, spec)
+    assert (exact["rows"], exact["distinct_users"], exact["distinct_items"]) == (500, 37, 11)
+    assert "distinct_estimated" not in exact
+    estimated = profile(df, spec, exact_distinct_max_rows=100)  # as if the table were large
+    assert estimated["distinct_estimated"] is True and estimated["rows"] == 500
+    assert abs(estimated["distinct_users"] - 37) <= 3 and abs(estimated["distinct_items"] - 11) <= 2
+
+
+def test_a_bound_on_estimated_counts_is_widened_by_their_error_and_still_trips():
+    silver = resolve_thresholds("silver")  # distinct users must not fall (ratio >= 1)
+    before = {"rows": 1000, "distinct_users": 1000}
+    slightly_lower = {"rows": 1000, "distinct_users": 990}
+    assert not by_name(compare("t", slightly_lower, before, silver))["drift_distinct_users"].success
+    noisy = {**slightly_lower, "distinct_estimated": True}
+    check = by_name(compare("t", noisy, before, silver))["drift_distinct_users"]
+    assert check.success and check.expected == {"ratio": [round(1 - 3 * DISTINCT_RSD, 6), None]}
+    assert "estimated" in check.description
+    lost = {"rows": 1000, "distinct_users": 900, "distinct_estimated": True}
+    assert not by_name(compare("t", lost, before, silver))["drift_distinct_users"].success
 
 
 def test_a_doctored_second_run_trips_silver_drift(spark, tmp_path):
