@@ -539,15 +539,15 @@ def record_files(spark, path: str, files: list[InputFile], rows_by_file: dict, r
 
 
 def record_run(spark, path: str, summary: dict, started_at: dt.datetime) -> None:
-    row = [(summary["run_id"], started_at, float(summary["seconds"]), summary["input"], summary["format"],
-            summary["status"], int(summary["files_new"]), int(summary["read"]), int(summary["headers"]),
-            int(summary["loaded"]), int(summary["duplicates"]), int(summary["quarantined"]),
-            {k: int(v) for k, v in summary["quarantined_by_reason"].items()}, json.dumps(summary, default=str))]
-    df = spark.createDataFrame(row, f"{C.INGEST_RUN_ID} string, started_at timestamp, seconds double, input string, "
+    row = (summary["run_id"], started_at, float(summary["seconds"]), summary["input"], summary["format"],
+           summary["status"], int(summary["files_new"]), int(summary["read"]), int(summary["headers"]),
+           int(summary["loaded"]), int(summary["duplicates"]), int(summary["quarantined"]),
+           {k: int(v) for k, v in summary["quarantined_by_reason"].items()}, json.dumps(summary, default=str))
+    df = tables.one_row(spark, row, f"{C.INGEST_RUN_ID} string, started_at timestamp, seconds double, input string, "
                                     "format string, status string, files long, read long, headers long, loaded long, "
                                     "duplicates long, quarantined long, quarantined_by_reason map<string,long>, "
                                     "summary string")
-    append_rows(spark, df.coalesce(1), path, tag=f"ingest:{summary['run_id']}")
+    append_rows(spark, df, path, tag=f"ingest:{summary['run_id']}")
 
 
 def print_summary(summary: dict) -> None:

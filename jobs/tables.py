@@ -16,7 +16,14 @@ def one_row(spark: SparkSession, values: tuple, schema: str) -> DataFrame:
     fields = StructType.fromDDL(schema).fields
     if len(fields) != len(values):
         raise ValueError(f"{len(values)} values for the {len(fields)} columns of {schema!r}")
-    return spark.range(1).select(*[F.lit(v).cast(f.dataType).alias(f.name) for v, f in zip(values, fields)])
+    return spark.range(1).select(*[_literal(v).cast(f.dataType).alias(f.name) for v, f in zip(values, fields)])
+
+
+def _literal(value):
+    """F.lit, plus dicts as map literals (F.lit refuses them)."""
+    if isinstance(value, dict):
+        return F.create_map(*[F.lit(part) for item in value.items() for part in item])
+    return F.lit(value)
 
 
 def exists(spark: SparkSession, path: str) -> bool:
