@@ -29,6 +29,11 @@ DEFAULT_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.databricks.delta.optimizeWrite.enabled": "true",
 }
+# Delta rebuilds a table's state from its log with this many tasks (Delta's default: 50). Every first read of a
+# table in a session pays for them: on 2 cores, 7 s instead of 1.8 s for a one-row table. Unless set, it becomes
+# the session's parallelism, capped at Delta's default.
+DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
+DELTA_DEFAULT_SNAPSHOT_PARTITIONS = 50
 # Only meaningful when this process starts the JVM (not under spark-submit).
 LOCAL_ONLY_CONF = {
     "spark.driver.memory": "4g",
@@ -111,7 +116,14 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
         ) from exc
     spark.sparkContext.setLogLevel(log_level)
     _check_delta_on_classpath(spark)
+    if DELTA_SNAPSHOT_PARTITIONS not in settings and not spark.sparkContext.getConf().contains(DELTA_SNAPSHOT_PARTITIONS):
+        spark.conf.set(DELTA_SNAPSHOT_PARTITIONS, str(snapshot_partitions(spark.sparkContext.defaultParallelism)))
     return spark
+
+
+def snapshot_partitions(parallelism: int) -> int:
+    """Tasks for Delta's log replay: the cores the session has, at most Delta's default."""
+    return max(1, min(DELTA_DEFAULT_SNAPSHOT_PARTITIONS, int(parallelism)))
 
 
 def _check_delta_on_classpath(spark: SparkSession) -> None:

@@ -328,7 +328,7 @@ def _ingest_run_targets(spark, lake: Lake, run: dict, opts: GateOptions) -> tupl
     if run["quarantined"] and tables.exists(spark, quarantine):
         targets.append(Target(
             name="quarantined_lines", source=quarantine, version=(run["summary"].get("versions") or {}).get("quarantine"),
-            frame=tables.read(spark, quarantine).where(F.col(C.INGEST_RUN_ID) == run_id),
+            frame=tables.read(spark, quarantine).where(F.col(C.INGEST_RUN_ID) == run_id), cache=True,  # read once
             expectations=suites.quarantined_lines_suite(known_reasons=list(parse.REASONS)), drift=False))
     return targets, []
 

@@ -25,3 +25,11 @@ def test_session_has_delta_and_overrides(spark):
     assert spark.conf.get("spark.sql.extensions") == spark_session.DELTA_EXTENSION
     assert spark.conf.get("spark.sql.shuffle.partitions") == "2"  # the tests' override of the default 8
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    # Delta's log replay runs on the session's cores (local[2]), not on Delta's default of 50 tasks
+    assert spark.conf.get(spark_session.DELTA_SNAPSHOT_PARTITIONS) == "2"
+
+
+def test_snapshot_partitions_follow_the_cores_up_to_deltas_default():
+    assert spark_session.snapshot_partitions(2) == 2
+    assert spark_session.snapshot_partitions(0) == 1
+    assert spark_session.snapshot_partitions(400) == spark_session.DELTA_DEFAULT_SNAPSHOT_PARTITIONS
