@@ -37,6 +37,7 @@ OUTPUT_ARROW_SCHEMA = pa.schema([(C.USER_IDX, pa.int32()), (C.ITEM_IDX, pa.int32
 
 DEFAULT_BLOCK_BYTES = 256 << 20  # bound on one block's score matrix (users x items x 4 bytes)
 DEFAULT_ITEM_BUDGET_BYTES = 1 << 30  # item factors up to this size are broadcast whole, larger ones in chunks
+DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
 MAX_BLOCK_USERS = 512  # larger blocks do not make the BLAS product faster, and smaller ones stay in cache
 SAMPLE_COLUMNS = 1024  # columns sampled per row to estimate the candidate threshold
 OVERSAMPLE = 2.5  # aim for about this many times n candidates per row
@@ -283,7 +284,8 @@ def list_lengths_and_values(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, *, n: int,
                     block_bytes: int = DEFAULT_BLOCK_BYTES, item_budget_bytes: int = DEFAULT_ITEM_BUDGET_BYTES,
-                    partitions: int | None = None) -> DataFrame:
+                    partitions: int | None = None,
+                    seen_broadcast_pairs: int = DEFAULT_SEEN_BROADCAST_PAIRS) -> DataFrame:
     """(user_idx, item_idx, score, rank) for every user in ``user_factors``: n items each, seen ones excluded.
 
     ``user_factors`` (user_idx, features) and ``item_factors`` (item_idx, features) are ALS factor tables;
@@ -291,6 +293,9 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     ``block_bytes`` bounds one block's score matrix (users x items x 4 bytes). Item factors larger than
     ``item_budget_bytes`` are scored in chunks that fit it, and the partial lists merged (same result).
     ``partitions`` is the number of user partitions scored in parallel (default: 2 x the default parallelism).
+    Up to ``seen_broadcast_pairs`` seen pairs are collected once into a per-user index (8 bytes a pair) that every
+    scorer receives as a broadcast, so neither the seen pairs nor the users are shuffled or joined; more than that
+    and the seen lists are grouped per user and joined to the users in Spark.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -300,10 +305,16 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
     partitions = partitions or 2 * spark.sparkContext.defaultParallelism
 
-    seen_lists = (seen.select(C.USER_IDX, C.ITEM_IDX).repartition(partitions, C.USER_IDX)
-                  .groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias(SEEN)))
-    users = (user_factors.select(C.USER_IDX, C.FEATURES).repartition(partitions, C.USER_IDX)
-             .join(seen_lists.hint("shuffle_hash"), on=C.USER_IDX, how="left"))
+    seen_index = collect_seen_index(seen, max_pairs=seen_broadcast_pairs)
+    if seen_index is not None:
+        shared_seen = spark.sparkContext.broadcast(seen_index)
+        users = user_factors.select(C.USER_IDX, C.FEATURES).repartition(partitions)
+    else:
+        shared_seen = None
+        seen_lists = (seen.select(C.USER_IDX, C.ITEM_IDX).repartition(partitions, C.USER_IDX)
+                      .groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias(SEEN)))
+        users = (user_factors.select(C.USER_IDX, C.FEATURES).repartition(partitions, C.USER_IDX)
+                 .join(seen_lists.hint("shuffle_hash"), on=C.USER_IDX, how="left"))
     if items_count == 0:
         return spark.createDataFrame([], OUTPUT_SCHEMA)
 
@@ -316,7 +327,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
         item_idx, item_vecs = collect_factors(chunk_factors, C.ITEM_IDX, rank)
         shared = spark.sparkContext.broadcast((item_idx, item_vecs))
         del item_idx, item_vecs  # the broadcast holds them (pickled to disk), the driver need not
-        parts.append(users.mapInArrow(_partition_scorer(shared, n, rank, block_users), OUTPUT_SCHEMA))
+        parts.append(users.mapInArrow(_partition_scorer(shared, n, rank, block_users, shared_seen), OUTPUT_SCHEMA))
     if chunks == 1:
         return parts[0]
     partial = parts[0]
@@ -327,21 +338,70 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
             .select(C.USER_IDX, C.ITEM_IDX, C.SCORE, F.col(C.RANK).cast("int").alias(C.RANK)))
 
 
-def _partition_scorer(shared, n: int, rank: int, block_users: int):
-    """The mapInArrow function: score each Arrow batch of (user_idx, features, seen list) in blocks."""
+def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen=None):
+    """The mapInArrow function: score each Arrow batch of (user_idx, features[, seen list]) in blocks; the seen
+    items come from the batch's list column, or from the broadcast ``SeenIndex`` when one is given."""
 
     def score_partition(batches):
         item_idx, item_vecs = shared.value
+        seen_index = shared_seen.value if shared_seen is not None else None
         scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
             user_idx = batch.column(C.USER_IDX).to_numpy(zero_copy_only=False).astype(np.int32)
             user_vecs = factor_matrix(batch.column(C.FEATURES), rank)
-            seen_lengths, seen_items = list_lengths_and_values(batch.column(SEEN))
+            if seen_index is not None:
+                seen_lengths, seen_items = seen_index.lookup(user_idx)
+            else:
+                seen_lengths, seen_items = list_lengths_and_values(batch.column(SEEN))
             yield from scorer.score_batch(user_idx, user_vecs, seen_lengths, seen_items)
 
     return score_partition
+
+
+@dataclass(frozen=True)
+class SeenIndex:
+    """Every user's seen items, grouped by user_idx (CSR): the items of user u are items[offsets[u]:offsets[u + 1]]."""
+
+    offsets: np.ndarray  # int64, max user_idx + 2 entries
+    items: np.ndarray  # int32
+
+    @staticmethod
+    def from_pairs(users: np.ndarray, items: np.ndarray) -> "SeenIndex":
+        users = np.asarray(users, dtype=np.int64)
+        if len(users) and users.min() < 0:
+            raise ValueError("user_idx must be >= 0")
+        order = np.argsort(users, kind="stable")
+        size = int(users.max()) + 1 if len(users) else 0
+        offsets = np.zeros(size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=size), out=offsets[1:])
+        return SeenIndex(offsets=offsets, items=np.asarray(items, dtype=np.int32)[order])
+
+    def lookup(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(number of seen items of each user, their items concatenated in the users' order); unknown users: 0."""
+        users = np.asarray(user_idx, dtype=np.int64)
+        known = (users >= 0) & (users < len(self.offsets) - 1)
+        safe = np.where(known, users, 0)
+        starts = np.where(known, self.offsets[safe], 0) if len(self.offsets) > 1 else np.zeros(len(users), np.int64)
+        ends = np.where(known, self.offsets[safe + 1], 0) if len(self.offsets) > 1 else starts
+        lengths = ends - starts
+        before = np.cumsum(lengths) - lengths  # where each user's items start in the output
+        positions = np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+        return lengths, self.items[positions]
+
+
+def collect_seen_index(seen: DataFrame, *, max_pairs: int) -> SeenIndex | None:
+    """The seen pairs as a SeenIndex, or None when there are more than ``max_pairs`` of them (or a negative id)."""
+    pairs = seen.select(C.USER_IDX, C.ITEM_IDX)
+    if max_pairs < 1 or pairs.count() > max_pairs:
+        return None
+    table = pairs.toArrow()
+    users = table.column(C.USER_IDX).to_numpy() if table.num_rows else np.empty(0, np.int64)
+    items = table.column(C.ITEM_IDX).to_numpy() if table.num_rows else np.empty(0, np.int32)
+    if len(users) and (users.min() < 0):
+        return None
+    return SeenIndex.from_pairs(users, items)
 
 
 def factor_shape(factors: DataFrame, id_col: str) -> tuple[int, int]:

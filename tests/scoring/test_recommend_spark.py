@@ -1,4 +1,5 @@
-"""models.topn.recommend_top_n on Spark: broadcast and chunked (tiny memory budget) paths equal a brute force."""
+"""models.topn.recommend_top_n on Spark: broadcast and chunked (tiny memory budget) paths, with the seen items
+broadcast as an index or joined in Spark, equal a brute force."""
 from __future__ import annotations
 
 import numpy as np
@@ -61,6 +62,15 @@ def test_broadcast_path_equals_brute_force(case, n):
     assert all([r for _, _, r in rows] == list(range(1, len(rows) + 1)) for rows in got.values())
     assert int(case["user_ids"][0]) not in got
     assert len(got) == len(case["user_ids"]) - 1  # every other user is there
+
+
+@pytest.mark.parametrize("n", [1, 6, 50])
+def test_seen_lists_joined_in_spark_give_the_same_rows(case, n):
+    """Over seen_broadcast_pairs the seen lists are grouped and joined instead of broadcast: same result."""
+    joined = topn.recommend_top_n(case["users"], case["items"], case["seen"], n=n, seen_broadcast_pairs=3)
+    broadcast = topn.recommend_top_n(case["users"], case["items"], case["seen"], n=n)
+    assert collected(joined) == collected(broadcast)
+    assert {u: [(i, s) for i, s, _ in rows] for u, rows in collected(joined).items()} == case["expected"](n)
 
 
 def test_chunked_path_under_a_tiny_item_budget_gives_the_same_rows(case):

@@ -54,3 +54,15 @@ def test_recommend_top_n_on_spark_excludes_seen_and_keeps_every_user(spark):
     assert 11 not in by_user
     ranks = [r[C.RANK] for r in sorted(out, key=lambda r: (r[C.USER_IDX], r[C.RANK])) if r[C.USER_IDX] == 0]
     assert ranks == [1, 2, 3, 4, 5]
+
+
+def test_seen_index_returns_each_users_items_in_the_users_order():
+    index = topn.SeenIndex.from_pairs(np.array([5, 2, 5, 0, 2, 5]), np.array([50, 20, 51, 1, 21, 52]))
+    lengths, items = index.lookup(np.array([5, 3, 2, 99, -1, 0], dtype=np.int32))
+    assert lengths.tolist() == [3, 0, 2, 0, 0, 1]  # 3 has no pair, 99 and -1 are outside the index
+    assert items.tolist() == [50, 51, 52, 20, 21, 1]  # stable: each user's items keep their input order
+    empty_lengths, empty_items = topn.SeenIndex.from_pairs(np.array([], np.int64), np.array([], np.int32)).lookup(
+        np.array([0, 4], dtype=np.int32))
+    assert empty_lengths.tolist() == [0, 0] and empty_items.tolist() == []
+    with pytest.raises(ValueError, match="user_idx"):
+        topn.SeenIndex.from_pairs(np.array([-2]), np.array([1]))
