@@ -8,9 +8,9 @@
 2. Warms the JVM and great-expectations up on a small input (not measured), so neither side pays for it.
 3. Per repeat, into a fresh lake and as jobs.nightly runs them: jobs.ingest (bronze, quarantine, silver MERGE),
    then the gates that follow it, through the same call (jobs.validate.gate_step "after" "ingest"): raw (the
-   run's accounting and its quarantined lines) and silver (the whole silver table). ``ingest_s`` is the ingest job; ``validation_s`` is
-   the gates, everything included: reading, great-expectations, profiles and drift, the JSON report, the
-   meta/validation_runs row and Data Docs.
+   run's accounting and its quarantined lines) and silver (the whole silver table). ``ingest_s`` is the ingest
+   job; ``validation_s`` is the gates, everything included: reading, great-expectations, profiles and drift,
+   the JSON report, the meta/validation_runs row and Data Docs.
 4. ``overhead`` = validation_s / ingest_s (median over repeats); the goal is at most 0.20.
 5. For reference, the raw gate run ahead of ingest on the input files (``--stage raw --input``, which parses
    them once more): ``pre_ingest_raw_gate_s``. It is not part of the nightly flow, so not of ``validation_s``.
@@ -105,7 +105,7 @@ def one_round(spark, lines: str, lake: Path) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from jobs.spark_session import build_spark
+    from jobs.spark_session import DELTA_SNAPSHOT_PARTITIONS, build_spark
 
     users = args.users or max(100, args.events // 50)
     items = args.items or max(500, args.events // 500)
@@ -127,8 +127,7 @@ def main(argv=None) -> int:
                   flush=True)
             rounds.append(result)
         settings = {k: spark.conf.get(k, None) for k in ("spark.master", "spark.driver.memory",
-                                                          "spark.sql.shuffle.partitions",
-                                                          "spark.databricks.delta.snapshotPartitions")}
+                                                          "spark.sql.shuffle.partitions", DELTA_SNAPSHOT_PARTITIONS)}
     finally:
         spark.stop()
 

@@ -305,6 +305,9 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
     partitions = partitions or 2 * spark.sparkContext.defaultParallelism
 
+    if items_count == 0:
+        return spark.createDataFrame([], OUTPUT_SCHEMA)
+
     seen_index = collect_seen_index(seen, max_pairs=seen_broadcast_pairs)
     if seen_index is not None:
         shared_seen = spark.sparkContext.broadcast(seen_index)
@@ -315,8 +318,6 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
                       .groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias(SEEN)))
         users = (user_factors.select(C.USER_IDX, C.FEATURES).repartition(partitions, C.USER_IDX)
                  .join(seen_lists.hint("shuffle_hash"), on=C.USER_IDX, how="left"))
-    if items_count == 0:
-        return spark.createDataFrame([], OUTPUT_SCHEMA)
 
     chunks = max(1, math.ceil(items_count * rank * 4 / item_budget_bytes))
     chunk_items = math.ceil(items_count / chunks)
@@ -382,10 +383,9 @@ class SeenIndex:
         """(number of seen items of each user, their items concatenated in the users' order); unknown users: 0."""
         users = np.asarray(user_idx, dtype=np.int64)
         known = (users >= 0) & (users < len(self.offsets) - 1)
-        safe = np.where(known, users, 0)
-        starts = np.where(known, self.offsets[safe], 0) if len(self.offsets) > 1 else np.zeros(len(users), np.int64)
-        ends = np.where(known, self.offsets[safe + 1], 0) if len(self.offsets) > 1 else starts
-        lengths = ends - starts
+        # an unknown user reads offsets[0] twice: an empty slice (offsets always has that entry)
+        starts = self.offsets[np.where(known, users, 0)]
+        lengths = self.offsets[np.where(known, users + 1, 0)] - starts
         before = np.cumsum(lengths) - lengths  # where each user's items start in the output
         positions = np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
         return lengths, self.items[positions]
