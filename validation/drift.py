@@ -4,14 +4,13 @@ A profile is a handful of numbers computed by Spark aggregations (no collect of 
 users and items, null rates of chosen columns, rates of chosen conditions (e.g. the quarantined share of raw
 lines) and the distribution of a value column (mean, standard deviation, approximate quantiles).
 
-Distinct users and items: on tables up to ``EXACT_DISTINCT_MAX_ROWS`` rows they are exact, one aggregation each
-(several exact distinct aggregates in one make Spark expand every row once per distinct column: 2.5x slower on
-10M rows). Above that they are HyperLogLog++ estimates (relative standard deviation ``DISTINCT_RSD``) computed in
-the main aggregation, which saves two passes over the table (on 10M silver rows: one 9 s pass instead of 18 s);
-the profile then says ``"distinct_estimated": true`` and a drift bound on an estimate is widened by 3 standard
-deviations (a bound of 1.0, "silver never loses a user", becomes 0.97), so estimation noise never trips it. The row
-count is always exact, and catches lost rows. Profiles are stored with each gate run (meta/validation_runs), so the next
-run compares against them.
+Distinct users and items are counted as distinct 64-bit hashes of the ids (xxhash64), one query per column:
+on 10M silver rows 6 s for both, against 9.4 s for distinct strings and 15 s for HyperLogLog++ estimates at 1%
+error (which earlier versions used above 2M rows). A count of hashes is exact unless two ids share a hash; the
+chance that any two of n ids do is about n^2 / 2^65 (3 in 10^6 at 10M ids, 3 in 10^4 at 10^8), and then the count
+is one short. It never falls when ids are added, so "silver never loses a user" (a bound of 1.0) holds exactly.
+The row count is always exact, and catches lost rows. Profiles are stored with each gate run
+(meta/validation_runs), so the next run compares against them.
 
 Thresholds (all configurable; ``None`` switches a check off):
 
@@ -41,8 +40,9 @@ from validation.report import DRIFT, CheckResult
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 QUANTILE_ACCURACY = 1000
-EXACT_DISTINCT_MAX_ROWS = 2_000_000  # larger tables get HyperLogLog++ distinct counts (see the module docstring)
-DISTINCT_RSD = 0.01  # their relative standard deviation (Spark's approx_count_distinct)
+# profiles recorded by earlier versions may hold HyperLogLog++ estimates ("distinct_estimated": true) with this
+# relative standard deviation; a bound compared with one is widened by 3 of them
+DISTINCT_RSD = 0.01
 
 DEFAULT_THRESHOLDS: dict = {
     "rows_ratio": [0.5, 2.0],
@@ -79,14 +79,13 @@ class ProfileSpec:
     ratios: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-def profile(df: DataFrame, spec: ProfileSpec, *, exact_distinct_max_rows: int = EXACT_DISTINCT_MAX_ROWS) -> dict:
-    """The profile of ``df`` (one aggregation, plus one per exact distinct count): {"rows", "distinct_users", "null_rate": {...}, "rates": {...},
+def profile(df: DataFrame, spec: ProfileSpec) -> dict:
+    """The profile of ``df`` (one aggregation, plus one query per distinct count): {"rows", "distinct_users", "null_rate": {...}, "rates": {...},
     "value": {"mean", "stddev", "quantiles": {"p10": ...}}} (keys present only for what ``spec`` asks)."""
     rows = F.sum(spec.rows_col) if spec.rows_col else F.count(F.lit(1))
     aggs: list[Column] = [F.coalesce(rows, F.lit(0)).alias("rows")]
     distinct_cols = {key: col for key, col in (("distinct_users", spec.user_col), ("distinct_items", spec.item_col))
                      if col}
-    aggs += [F.approx_count_distinct(col, DISTINCT_RSD).alias(key) for key, col in distinct_cols.items()]
     for i, col in enumerate(spec.null_cols):
         aggs.append(F.avg(F.col(col).isNull().cast("double")).alias(f"null_{i}"))
     rate_names = sorted({*spec.rates, *spec.ratios})
@@ -104,11 +103,8 @@ def profile(df: DataFrame, spec: ProfileSpec, *, exact_distinct_max_rows: int = 
                  F.percentile_approx(finite, list(QUANTILES), QUANTILE_ACCURACY).alias("value_quantiles")]
     row = df.agg(*aggs).first()
     result: dict = {"rows": int(row["rows"])}
-    exact = result["rows"] <= exact_distinct_max_rows
-    for key, col in distinct_cols.items():  # exact: one aggregation each (see the module docstring)
-        result[key] = int(df.agg(F.count_distinct(col)).first()[0]) if exact and result["rows"] else int(row[key])
-    if distinct_cols and not exact:
-        result["distinct_estimated"] = True
+    for key, col in distinct_cols.items():  # distinct hashes, one query each (see the module docstring)
+        result[key] = df.select(F.xxhash64(col)).distinct().count() if result["rows"] else 0
     if spec.null_cols:
         result["null_rate"] = {col: _float(row[f"null_{i}"]) for i, col in enumerate(spec.null_cols)}
     if rate_names:
@@ -165,7 +161,7 @@ def compare(target: str, current: dict, previous: dict | None, thresholds: dict)
         if low is None and high is None:
             continue
         estimated = key != "rows" and (current.get("distinct_estimated") or previous.get("distinct_estimated"))
-        if estimated:  # estimation noise must not trip the bound: widen it by 3 standard deviations
+        if estimated:  # an older profile's estimate: its noise must not trip the bound (3 standard deviations)
             slack = 3 * DISTINCT_RSD
             low = None if low is None else round(low * (1 - slack), 6)
             high = None if high is None else round(high * (1 + slack), 6)

@@ -76,19 +76,17 @@ def silver_events(spark, rows: int):
         F.lit("file:/ratings.csv").alias(C.SOURCE_FILE))
 
 
-def test_distinct_counts_are_exact_on_small_tables_and_flagged_estimates_on_large_ones(spark):
-    rows = [(f"u{i % 37}", f"i{i % 11}", float(i % 5)) for i in range(500)]
-    df = spark.createDataFrame(rows, "user_id string, item_id string, value double")
-    spec = ProfileSpec(user_col="user_id", item_col="item_id", value_col="value")
-    exact = profile(df, spec)
-    assert (exact["rows"], exact["distinct_users"], exact["distinct_items"]) == (500, 37, 11)
-    assert "distinct_estimated" not in exact
-    estimated = profile(df, spec, exact_distinct_max_rows=100)  # as if the table were large
-    assert estimated["distinct_estimated"] is True and estimated["rows"] == 500
-    assert abs(estimated["distinct_users"] - 37) <= 3 and abs(estimated["distinct_items"] - 11) <= 2
+def test_distinct_counts_are_exact(spark):
+    rows = [(f"u{i % 37}", i % 11, float(i % 5)) for i in range(500)]  # string users, integer items
+    df = spark.createDataFrame(rows, "user_id string, item_idx int, value double")
+    result = profile(df, ProfileSpec(user_col="user_id", item_col="item_idx", value_col="value"))
+    assert (result["rows"], result["distinct_users"], result["distinct_items"]) == (500, 37, 11)
+    assert "distinct_estimated" not in result
+    empty = profile(df.limit(0), ProfileSpec(user_col="user_id", item_col="item_idx"))
+    assert (empty["rows"], empty["distinct_users"], empty["distinct_items"]) == (0, 0, 0)
 
 
-def test_a_bound_on_estimated_counts_is_widened_by_their_error_and_still_trips():
+def test_a_bound_against_an_older_estimated_profile_is_widened_by_its_error_and_still_trips():
     silver = resolve_thresholds("silver")  # distinct users must not fall (ratio >= 1)
     before = {"rows": 1000, "distinct_users": 1000}
     slightly_lower = {"rows": 1000, "distinct_users": 990}
