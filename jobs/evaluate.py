@@ -148,7 +148,8 @@ def run(spark, args) -> dict:
                            seed=args.seed, num_blocks=args.num_blocks, implicit=not args.explicit)
         configs = tuning_configs(args, implicit=not args.explicit) if args.tune else None
         common = dict(split=args.split, test_fraction=args.test_fraction, seed=args.seed, params=params,
-                      tune_configs=configs, tune_folds=args.tune_folds, parallelism=args.parallelism,
+                      tune_configs=configs, tune_folds=args.tune_folds, tune_test_folds=args.tune_test_folds,
+                      parallelism=args.parallelism,
                       checkpoint_dir=checkpoint_dir, min_interactions=args.min_interactions, metric=args.metric)
         if args.explicit:
             report = evaluate_explicit(pairs, folds=args.folds, explicit_model=args.explicit_model, **common)

@@ -123,6 +123,7 @@ def offline_evaluation(spark, lake: Lake, data, params: AlsParams, args, *, mode
     configs = tuning_configs(args, implicit=params.implicit) if args.tune else None
     report = None
     common = dict(seed=params.seed, params=params, tune_configs=configs, tune_folds=args.tune_folds,
+                  tune_test_folds=args.tune_test_folds,
                   parallelism=args.parallelism, checkpoint_dir=lake.checkpoints, metric=args.metric)
     try:
         if args.evaluate and params.implicit:
@@ -135,7 +136,8 @@ def offline_evaluation(spark, lake: Lake, data, params: AlsParams, args, *, mode
         print(f"  offline evaluation skipped: {exc}", file=sys.stderr)
         return params, {"protocol": "skipped", "reason": str(exc)}
     if report is None and configs:
-        result = cross_validate(data, configs, implicit=params.implicit, folds=args.tune_folds, seed=params.seed,
+        result = cross_validate(data, configs, implicit=params.implicit, folds=args.tune_folds,
+                                test_folds=args.tune_test_folds, seed=params.seed,
                                 k=args.k, metric=args.metric, checkpoint_dir=lake.checkpoints,
                                 parallelism=args.parallelism, base_params=params)
         report = {"protocol": "tuning-only", "tuning": result.to_dict()}

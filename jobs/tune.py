@@ -43,6 +43,9 @@ def add_tuning_args(parser, *, with_flag: bool = True) -> None:
     if with_flag:
         tune.add_argument("--tune", action="store_true", help="choose ALS params by K-fold CV first")
     tune.add_argument("--tune-folds", type=int, default=3, help="folds of the tuning CV")
+    tune.add_argument("--tune-test-folds", type=int, default=None,
+                      help="score only the first N folds in turn (default: all); with --tune-folds 10 "
+                           "--tune-test-folds 3 every fit trains on 90%% of the data for 3 fits per configuration")
     tune.add_argument("--search", choices=("grid", "random"), default="grid", help="grid or random search")
     tune.add_argument("--n-configs", type=int, default=8, help="random search: configurations to draw")
     tune.add_argument("--ranks", type=_ints, default=None, help="comma list (default: a small built-in grid)")
@@ -107,7 +110,8 @@ def run(spark, args) -> dict:
     configs = tuning_configs(args, implicit=implicit)
     print(f"tune gold/training v{version} ({'implicit' if implicit else 'explicit'}): {len(configs)} configurations "
           f"x {args.tune_folds} folds", flush=True)
-    result = cross_validate(data, configs, implicit=implicit, folds=args.tune_folds, seed=args.seed, k=args.k,
+    result = cross_validate(data, configs, implicit=implicit, folds=args.tune_folds, test_folds=args.tune_test_folds,
+                            seed=args.seed, k=args.k,
                             metric=args.metric, checkpoint_dir=lake.checkpoints, parallelism=args.parallelism,
                             base_params=AlsParams(num_blocks=args.num_blocks))
     run_id = uuid.uuid4().hex

@@ -63,7 +63,8 @@ def evaluate_ranking_models(models: dict, train: DataFrame, test: DataFrame, *, 
 
 def evaluate_implicit(pairs: DataFrame, *, split: str = "user-random", test_fraction: float = 0.25, k: int = 10,
                       seed: int = 42, params: AlsParams | None = None, tune_configs: list[dict] | None = None,
-                      tune_folds: int = 3, parallelism: int = 1, checkpoint_dir: str, metric: str | None = None,
+                      tune_folds: int = 3, tune_test_folds: int | None = None, parallelism: int = 1,
+                      checkpoint_dir: str, metric: str | None = None,
                       min_interactions: int = 2, ks: tuple[int, ...] = DEFAULT_KS, log=_log_default) -> dict:
     """The implicit protocol on (user_idx, item_idx, weight[, last_event_ts]) pairs; returns a JSON-able dict."""
     started = time.time()
@@ -76,7 +77,8 @@ def evaluate_implicit(pairs: DataFrame, *, split: str = "user-random", test_frac
     try:
         if tune_configs:
             log(f"tuning: {len(tune_configs)} configurations x {tune_folds} folds on the training part")
-            tuning = cross_validate(split_set.train, tune_configs, implicit=True, folds=tune_folds, seed=seed, k=k,
+            tuning = cross_validate(split_set.train, tune_configs, implicit=True, folds=tune_folds,
+                                    test_folds=tune_test_folds, seed=seed, k=k,
                                     metric=metric, checkpoint_dir=checkpoint_dir, parallelism=parallelism, base_params=params,
                                     log=log)
             params = tuning.best_params
@@ -141,7 +143,8 @@ def _cv_explicit(pairs: DataFrame, params: AlsParams, *, folds: int, seed: int, 
 
 def evaluate_explicit(pairs: DataFrame, *, split: str = "user-random", test_fraction: float = 0.25, seed: int = 42,
                       folds: int = 5, params: AlsParams | None = None, tune_configs: list[dict] | None = None,
-                      tune_folds: int = 3, parallelism: int = 1, checkpoint_dir: str, min_interactions: int = 2,
+                      tune_folds: int = 3, tune_test_folds: int | None = None, parallelism: int = 1,
+                      checkpoint_dir: str, min_interactions: int = 2,
                       metric: str | None = None, explicit_model: str = "als", log=_log_default) -> dict:
     """The explicit protocol on (user_idx, item_idx, rating) pairs; returns a JSON-able dict.
 
@@ -156,7 +159,8 @@ def evaluate_explicit(pairs: DataFrame, *, split: str = "user-random", test_frac
                                       min_interactions=min_interactions)
         try:
             log(f"tuning: {len(tune_configs)} configurations x {tune_folds} folds on the {split} training part")
-            tuning = cross_validate(split_set.train, tune_configs, implicit=False, folds=tune_folds, seed=seed,
+            tuning = cross_validate(split_set.train, tune_configs, implicit=False, folds=tune_folds,
+                                    test_folds=tune_test_folds, seed=seed,
                                     metric=metric, checkpoint_dir=checkpoint_dir, parallelism=parallelism, base_params=params,
                                     model=explicit_model, log=log)
             params = tuning.best_params
@@ -187,7 +191,8 @@ def evaluate_explicit(pairs: DataFrame, *, split: str = "user-random", test_frac
 
 def evaluate_explicit_holdout(pairs: DataFrame, *, split: str = "user-random", test_fraction: float = 0.2,
                               seed: int = 42, params: AlsParams | None = None,
-                              tune_configs: list[dict] | None = None, tune_folds: int = 3, parallelism: int = 1,
+                              tune_configs: list[dict] | None = None, tune_folds: int = 3,
+                              tune_test_folds: int | None = None, parallelism: int = 1,
                               checkpoint_dir: str, min_interactions: int = 2, metric: str | None = None,
                               explicit_model: str = "als", log=_log_default) -> dict:
     """A cheaper explicit protocol for every training run: one hold-out split (tuning, if any, by CV on its
@@ -200,7 +205,8 @@ def evaluate_explicit_holdout(pairs: DataFrame, *, split: str = "user-random", t
     report: dict = {"protocol": "explicit"}
     try:
         if tune_configs:
-            tuning = cross_validate(split_set.train, tune_configs, implicit=False, folds=tune_folds, seed=seed,
+            tuning = cross_validate(split_set.train, tune_configs, implicit=False, folds=tune_folds,
+                                    test_folds=tune_test_folds, seed=seed,
                                     metric=metric, checkpoint_dir=checkpoint_dir, parallelism=parallelism,
                                     base_params=params, model=explicit_model, log=log)
             params = tuning.best_params

@@ -49,6 +49,24 @@ def _unique(column: str, why: str = "") -> gxe.Expectation:
     return gxe.ExpectColumnValuesToBeUnique(column=column, description=f"{column} is unique{why}")
 
 
+def _unique_large(column: str, why: str = "") -> gxe.Expectation:
+    """``column`` is unique (nulls aside), for tables of many millions of rows.
+
+    great-expectations' own check counts each value's rows with a window over the column: a shuffle and a sort
+    of every value (on 10M silver event ids, 64-character strings: 18.7 s). This query groups 64-bit hashes of
+    the values instead (a shuffle of 8-byte keys, no sort), keeps the rare hashes seen twice, and counts the
+    actual values only among the rows with such a hash (a broadcast join): 11.5 s there. A hash shared by two
+    different values makes those rows candidates, never offenders, so the result is exact. The offending rows,
+    with their number of ``copies``, are the examples a failed gate shows.
+    """
+    col = f"`{column}`"
+    query = (f"SELECT * FROM (SELECT /*+ BROADCAST(repeated) */ b.*, count(1) OVER (PARTITION BY b.{col}) AS copies "
+             f"FROM {{batch}} b JOIN (SELECT xxhash64({col}) AS key_hash FROM {{batch}} WHERE {col} IS NOT NULL "
+             f"GROUP BY 1 HAVING count(1) > 1) repeated ON xxhash64(b.{col}) = repeated.key_hash "
+             f"WHERE b.{col} IS NOT NULL) WHERE copies > 1")
+    return _no_rows(query, f"{column} is unique{why}")
+
+
 def _type(column: str, spark_type: str) -> gxe.Expectation:
     return gxe.ExpectColumnValuesToBeOfType(column=column, type_=spark_type,
                                             description=f"{column} is of type {spark_type}")
@@ -180,7 +198,7 @@ def silver_suite(*, rating_min: float, rating_max: float, latest_ts: dt.datetime
         _type(C.EVENT_ID, "StringType"), _type(C.USER_ID, "StringType"), _type(C.ITEM_ID, "StringType"),
         _type(C.VALUE, "DoubleType"), _type(C.EVENT_TS, "TimestampType"),
         *[_not_null(c) for c in (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS)],
-        _unique(C.EVENT_ID, " (the event key: re-ingesting the same events must add nothing)"),
+        _unique_large(C.EVENT_ID, " (the event key: re-ingesting the same events must add nothing)"),
         gxe.ExpectColumnValuesToBeInSet(column=C.EVENT_TYPE, value_set=sorted(event_types),
                                         description=f"event_type is one of {', '.join(sorted(event_types))}"),
         gxe.ExpectColumnValuesToBeBetween(

@@ -45,3 +45,14 @@ def test_implicit_models_are_not_tuned_on_rmse(pairs_frame, tmp_path):
     with pytest.raises(ValueError, match="ranking metric"):
         cross_validate(pairs_frame, [dict(rank=2, reg_param=0.1, alpha=1.0, max_iter=2)], implicit=True,
                        metric="rmse", checkpoint_dir=str(tmp_path))
+
+
+def test_cv_can_score_fewer_folds_than_it_deals(pairs_frame, tmp_path):
+    """folds=4, test_folds=2: every fit trains on 3/4 of the data, and only folds 0 and 1 are held out."""
+    config = dict(rank=2, reg_param=0.1, alpha=1.0, max_iter=2)
+    result = cross_validate(pairs_frame, [config], implicit=False, folds=4, test_folds=2, seed=5,
+                            checkpoint_dir=str(tmp_path / "ckpt"), base_params=AlsParams(num_blocks=1))
+    assert sorted(r["fold"] for r in result.fold_scores) == [0, 1]
+    assert result.fold_stats["test_folds"] == 2 and result.summary()[0]["folds"] == 2
+    with pytest.raises(ValueError, match="test_folds must be between 1 and folds"):
+        cross_validate(pairs_frame, [config], implicit=False, folds=3, test_folds=4, checkpoint_dir=str(tmp_path))

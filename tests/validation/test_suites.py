@@ -103,6 +103,11 @@ def test_silver_suite_names_each_broken_expectation(spark, runner):
         ("silver_interactions", "event_type is one of rating, view"),
         ("silver_interactions", "values of other events are within [0, 1e+06]"),
     }
+    duplicated = check(result, "silver_interactions",
+                       "event_id is unique (the event key: re-ingesting the same events must add nothing)")
+    assert duplicated.observed == 2  # both rows of event e3, and no other row
+    assert sorted((e[C.EVENT_ID], e[C.ITEM_ID], e["copies"]) for e in duplicated.examples) == [
+        ("e3", "i1", 2), ("e3", "i9", 2)]
     scale = check(result, "silver_interactions", "ratings are within the scale [0.5, 5]")
     assert scale.observed["unexpected_count"] == 1
     assert [(e[C.EVENT_ID], e[C.VALUE]) for e in scale.examples] == [("e5", 99.0)]  # the whole bad row
