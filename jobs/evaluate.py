@@ -36,7 +36,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.cli import base_parser, spark_from_args
-from jobs.tune import add_tuning_args, store_fold_scores, tuning_configs
+from jobs.tune import add_tuning_args, store_fold_scores, tune_test_folds, tuning_configs
 from models.als import AlsParams
 from models.evaluation import evaluate_explicit, evaluate_implicit
 from transforms import columns as C
@@ -148,7 +148,7 @@ def run(spark, args) -> dict:
                            seed=args.seed, num_blocks=args.num_blocks, implicit=not args.explicit)
         configs = tuning_configs(args, implicit=not args.explicit) if args.tune else None
         common = dict(split=args.split, test_fraction=args.test_fraction, seed=args.seed, params=params,
-                      tune_configs=configs, tune_folds=args.tune_folds, tune_test_folds=args.tune_test_folds,
+                      tune_configs=configs, tune_folds=args.tune_folds, tune_test_folds=tune_test_folds(args),
                       parallelism=args.parallelism,
                       checkpoint_dir=checkpoint_dir, min_interactions=args.min_interactions, metric=args.metric)
         if args.explicit:

@@ -116,14 +116,14 @@ def offline_evaluation(spark, lake: Lake, data, params: AlsParams, args, *, mode
                        gold_path: str, training_version: int) -> tuple[AlsParams, dict | None]:
     """(params to train with, evaluation report or None): the hold-out protocol of models.evaluation, with tuning
     on the training part when --tune; fold scores are appended to meta/tuning_results."""
-    from jobs.tune import TUNING_RESULTS, store_fold_scores, tuning_configs
+    from jobs.tune import TUNING_RESULTS, store_fold_scores, tune_test_folds, tuning_configs
     from models.evaluation import NotEnoughDataError, evaluate_explicit_holdout, evaluate_implicit
     from models.tuning import cross_validate
 
     configs = tuning_configs(args, implicit=params.implicit) if args.tune else None
     report = None
     common = dict(seed=params.seed, params=params, tune_configs=configs, tune_folds=args.tune_folds,
-                  tune_test_folds=args.tune_test_folds,
+                  tune_test_folds=tune_test_folds(args),
                   parallelism=args.parallelism, checkpoint_dir=lake.checkpoints, metric=args.metric)
     try:
         if args.evaluate and params.implicit:
@@ -137,7 +137,7 @@ def offline_evaluation(spark, lake: Lake, data, params: AlsParams, args, *, mode
         return params, {"protocol": "skipped", "reason": str(exc)}
     if report is None and configs:
         result = cross_validate(data, configs, implicit=params.implicit, folds=args.tune_folds,
-                                test_folds=args.tune_test_folds, seed=params.seed,
+                                test_folds=tune_test_folds(args), seed=params.seed,
                                 k=args.k, metric=args.metric, checkpoint_dir=lake.checkpoints,
                                 parallelism=args.parallelism, base_params=params)
         report = {"protocol": "tuning-only", "tuning": result.to_dict()}

@@ -23,8 +23,9 @@ if __package__ in (None, ""):  # spark-submit jobs/tune.py: import the project f
 from jobs import tables
 from jobs.cli import Lake, add_lake_arg, base_parser, spark_from_args
 from models.als import AlsParams
-from models.tuning import (DEFAULT_EXPLICIT_SPACE, DEFAULT_IMPLICIT_SPACE, TUNING_TABLE_SCHEMA, SearchSpace,
-                           TuningResult, cross_validate, fold_rows, grid_configs, random_configs)
+from models.tuning import (DEFAULT_EXPLICIT_SPACE, DEFAULT_IMPLICIT_SPACE, DEFAULT_TUNE_FOLDS, DEFAULT_TUNE_TEST_FOLDS,
+                           TUNING_TABLE_SCHEMA, SearchSpace, TuningResult, cross_validate, fold_rows, grid_configs,
+                           random_configs)
 
 TUNING_RESULTS = ("meta", "tuning_results")
 
@@ -42,10 +43,12 @@ def add_tuning_args(parser, *, with_flag: bool = True) -> None:
     tune = parser.add_argument_group("tuning")
     if with_flag:
         tune.add_argument("--tune", action="store_true", help="choose ALS params by K-fold CV first")
-    tune.add_argument("--tune-folds", type=int, default=3, help="folds of the tuning CV")
+    tune.add_argument("--tune-folds", type=int, default=DEFAULT_TUNE_FOLDS,
+                      help="folds of the tuning CV, dealt per user (default %(default)s)")
     tune.add_argument("--tune-test-folds", type=int, default=None,
-                      help="score only the first N folds in turn (default: all); with --tune-folds 10 "
-                           "--tune-test-folds 3 every fit trains on 90%% of the data for 3 fits per configuration")
+                      help=f"how many of those folds are held out and scored in turn (default: at most "
+                           f"{DEFAULT_TUNE_TEST_FOLDS}); with 10 folds every fit trains on 90%% of the data, which "
+                           f"matters as the best rank grows with the data")
     tune.add_argument("--search", choices=("grid", "random"), default="grid", help="grid or random search")
     tune.add_argument("--n-configs", type=int, default=8, help="random search: configurations to draw")
     tune.add_argument("--ranks", type=_ints, default=None, help="comma list (default: a small built-in grid)")
@@ -57,6 +60,11 @@ def add_tuning_args(parser, *, with_flag: bool = True) -> None:
     tune.add_argument("--parallelism", type=int, default=1,
                       help="fits run at once (raise on a cluster with idle executors; 1 is best on 2 cores)")
     tune.add_argument("--metric", default=None, help="selection metric (default: ndcg@k implicit, rmse explicit)")
+
+
+def tune_test_folds(args) -> int:
+    """The folds scored: --tune-test-folds, or at most DEFAULT_TUNE_TEST_FOLDS of --tune-folds."""
+    return args.tune_test_folds or min(DEFAULT_TUNE_TEST_FOLDS, args.tune_folds)
 
 
 def tuning_configs(args, *, implicit: bool) -> list[dict]:
@@ -109,9 +117,9 @@ def run(spark, args) -> dict:
     implicit = training_mode(data.columns)
     configs = tuning_configs(args, implicit=implicit)
     print(f"tune gold/training v{version} ({'implicit' if implicit else 'explicit'}): {len(configs)} configurations "
-          f"x {args.tune_folds} folds", flush=True)
-    result = cross_validate(data, configs, implicit=implicit, folds=args.tune_folds, test_folds=args.tune_test_folds,
-                            seed=args.seed, k=args.k,
+          f"x {tune_test_folds(args)} of {args.tune_folds} folds", flush=True)
+    result = cross_validate(data, configs, implicit=implicit, folds=args.tune_folds,
+                            test_folds=tune_test_folds(args), seed=args.seed, k=args.k,
                             metric=args.metric, checkpoint_dir=lake.checkpoints, parallelism=args.parallelism,
                             base_params=AlsParams(num_blocks=args.num_blocks))
     run_id = uuid.uuid4().hex
@@ -121,7 +129,8 @@ def run(spark, args) -> dict:
     print_tuning(result)
     summary = {"tuning_run_id": run_id, "training_version": version, "metric": result.metric,
                "best": result.best_config, "best_score": result.summary()[result.best_config_id]["mean"],
-               "configs": len(configs), "folds": args.tune_folds, "table": path,
+               "configs": len(configs), "folds": args.tune_folds,
+               "test_folds": tune_test_folds(args), "table": path,
                "seconds": round(time.time() - started, 1)}
     print(f"best {summary['best']} ({result.metric} {summary['best_score']:.4f}); fold scores -> {path}")
     print(json.dumps(summary, default=str), file=sys.stderr)

@@ -76,7 +76,8 @@ def evaluate_implicit(pairs: DataFrame, *, split: str = "user-random", test_frac
     tuning: TuningResult | None = None
     try:
         if tune_configs:
-            log(f"tuning: {len(tune_configs)} configurations x {tune_folds} folds on the training part")
+            log(f"tuning: {len(tune_configs)} configurations x {tune_test_folds or tune_folds} of {tune_folds} folds "
+                "on the training part")
             tuning = cross_validate(split_set.train, tune_configs, implicit=True, folds=tune_folds,
                                     test_folds=tune_test_folds, seed=seed, k=k,
                                     metric=metric, checkpoint_dir=checkpoint_dir, parallelism=parallelism, base_params=params,
@@ -158,7 +159,8 @@ def evaluate_explicit(pairs: DataFrame, *, split: str = "user-random", test_frac
         split_set = splits.make_split(pairs, split, test_fraction=test_fraction, seed=seed,
                                       min_interactions=min_interactions)
         try:
-            log(f"tuning: {len(tune_configs)} configurations x {tune_folds} folds on the {split} training part")
+            log(f"tuning: {len(tune_configs)} configurations x {tune_test_folds or tune_folds} of {tune_folds} folds "
+                f"on the {split} training part")
             tuning = cross_validate(split_set.train, tune_configs, implicit=False, folds=tune_folds,
                                     test_folds=tune_test_folds, seed=seed,
                                     metric=metric, checkpoint_dir=checkpoint_dir, parallelism=parallelism, base_params=params,

@@ -56,3 +56,15 @@ def test_cv_can_score_fewer_folds_than_it_deals(pairs_frame, tmp_path):
     assert result.fold_stats["test_folds"] == 2 and result.summary()[0]["folds"] == 2
     with pytest.raises(ValueError, match="test_folds must be between 1 and folds"):
         cross_validate(pairs_frame, [config], implicit=False, folds=3, test_folds=4, checkpoint_dir=str(tmp_path))
+
+
+def test_jobs_score_at_most_three_of_ten_folds_by_default():
+    import argparse
+
+    from jobs.tune import add_tuning_args, tune_test_folds
+
+    parser = argparse.ArgumentParser()
+    add_tuning_args(parser)
+    assert tune_test_folds(parser.parse_args([])) == 3 and parser.parse_args([]).tune_folds == 10
+    assert tune_test_folds(parser.parse_args(["--tune-folds", "2"])) == 2  # every fold of a 2-fold CV
+    assert tune_test_folds(parser.parse_args(["--tune-folds", "5", "--tune-test-folds", "5"])) == 5
