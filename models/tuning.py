@@ -210,8 +210,13 @@ def cross_validate(data: DataFrame, configs: list[dict], *, implicit: bool, fold
     assigned, fold_stats = splits.assign_user_folds(data, folds=folds, seed=seed)
     fold_stats["test_folds"] = test_folds
     fold_sets = [splits.fold_split(assigned, f) for f in range(test_folds)]
-    catalogues = [fs.train.select(C.ITEM_IDX).distinct().count() for fs in fold_sets]
     assigned.unpersist()
+    if any(fs.stats["test_rows"] == 0 for fs in fold_sets):
+        for fs in fold_sets:
+            fs.unpersist()
+        raise ValueError(f"nothing to score: no user has at least {folds} pairs, and users with fewer than the "
+                         f"number of folds are only trained on ({fold_stats['users']} users); use fewer folds")
+    catalogues = [fs.train.select(C.ITEM_IDX).distinct().count() for fs in fold_sets]
 
     def run_one(task):
         cid, fold = task

@@ -54,6 +54,8 @@ def test_cv_can_score_fewer_folds_than_it_deals(pairs_frame, tmp_path):
                             checkpoint_dir=str(tmp_path / "ckpt"), base_params=AlsParams(num_blocks=1))
     assert sorted(r["fold"] for r in result.fold_scores) == [0, 1]
     assert result.fold_stats["test_folds"] == 2 and result.summary()[0]["folds"] == 2
+    with pytest.raises(ValueError, match="no user has at least 50 pairs"):
+        cross_validate(pairs_frame, [config], implicit=False, folds=50, test_folds=1, checkpoint_dir=str(tmp_path))
     with pytest.raises(ValueError, match="test_folds must be between 1 and folds"):
         cross_validate(pairs_frame, [config], implicit=False, folds=3, test_folds=4, checkpoint_dir=str(tmp_path))
 
