@@ -55,9 +55,9 @@ def _unique_large(column: str, why: str = "") -> gxe.Expectation:
     great-expectations' own check counts each value's rows with a window over the column: a shuffle and a sort
     of every value (on 10M silver event ids, 64-character strings: 17.4-23.0 s). This query groups 64-bit hashes
     of the values instead (a shuffle of 8-byte keys, no sort), keeps the rare hashes seen twice, and counts the
-    actual values only among the rows with such a hash (a broadcast join): 9.9-13.0 s there, in the same runs. A hash shared by two
-    different values makes those rows candidates, never offenders, so the result is exact. The offending rows,
-    with their number of ``copies``, are the examples a failed gate shows.
+    actual values only among the rows with such a hash (a broadcast join): 9.9-13.0 s there, in the same runs.
+    A hash shared by two different values makes those rows candidates, never offenders, so the result is exact.
+    The offending rows, with their number of ``copies``, are the examples a failed gate shows.
     """
     col = f"`{column}`"
     query = (f"SELECT * FROM (SELECT /*+ BROADCAST(repeated) */ b.*, count(1) OVER (PARTITION BY b.{col}) AS copies "
