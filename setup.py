@@ -12,6 +12,7 @@ BATCH = [
     "pandas>=2.2,<3",
     "pyarrow>=15",
     "numpy",
+    "numba>=0.61",
     "kfp==2.17.0",
     "pyyaml",
 ]

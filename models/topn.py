@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,7 +39,7 @@ OUTPUT_ARROW_SCHEMA = pa.schema([(C.USER_IDX, pa.int32()), (C.ITEM_IDX, pa.int32
 DEFAULT_BLOCK_BYTES = 256 << 20  # bound on one block's score matrix (users x items x 4 bytes)
 DEFAULT_ITEM_BUDGET_BYTES = 1 << 30  # item factors up to this size are broadcast whole, larger ones in chunks
 DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
-MAX_BLOCK_USERS = 512  # larger blocks do not make the BLAS product faster, and smaller ones stay in cache
+MAX_BLOCK_USERS = 256  # larger blocks do not make the BLAS product faster, and smaller ones stay in cache
 SAMPLE_COLUMNS = 1024  # columns sampled per row to estimate the candidate threshold
 OVERSAMPLE = 2.5  # aim for about this many times n candidates per row
 
@@ -61,12 +62,13 @@ class TopN:
         return TopN(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int32))
 
 
-def select_top_n(scores: np.ndarray, n: int, *, mask_out: np.ndarray | None = None) -> TopN:
+def select_top_n(scores: np.ndarray, n: int, *, seen_starts: np.ndarray | None = None,
+                 seen_cols: np.ndarray | None = None) -> TopN:
     """The n best entries of every row of ``scores``: score descending, then column ascending. Exact.
 
-    Entries equal to -inf are excluded (that is how seen items are removed), so a row with fewer than n finite
-    scores returns only those. NaN scores never compare as candidates and are dropped too. ``mask_out`` is an
-    optional reusable bool buffer of at least ``scores.shape``, to avoid allocating a fresh one per block.
+    Entries equal to -inf are excluded (that is how seen items are removed), and so are NaN scores, so a row with
+    fewer than n such scores returns only those. ``seen_starts``/``seen_cols`` (CSR: the excluded columns of row r
+    are ``seen_cols[seen_starts[r]:seen_starts[r + 1]]``) are set to -inf in ``scores`` first, in place.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -74,94 +76,124 @@ def select_top_n(scores: np.ndarray, n: int, *, mask_out: np.ndarray | None = No
     rows_count, cols_count = scores.shape
     if rows_count == 0 or cols_count == 0:
         return TopN.empty()
-
-    thresholds = _estimated_thresholds(scores, n)
-    flat = _flat_candidates(scores, thresholds, mask_out)
-    flat = flat[scores.reshape(-1)[flat] > -np.inf]  # a -inf threshold lets excluded entries through
-    counts = np.bincount(flat // cols_count, minlength=rows_count)
-    # A row with fewer than n candidates but more finite scores than that had a threshold that was too high:
-    # redo it with its exact n-th largest score, which lets at least n entries through.
-    short = np.flatnonzero((counts < n) & (thresholds > -np.inf))
-    if len(short):
-        exact = _exact_thresholds(scores[short], n)
-        flat = np.concatenate([flat[~np.isin(flat // cols_count, short)], _rows_candidates(scores, short, exact)])
-        counts = np.bincount(flat // cols_count, minlength=rows_count)
-    return _sorted_top(scores, flat, counts, n)
+    if seen_starts is None:
+        seen_starts, seen_cols = np.zeros(rows_count + 1, np.int64), np.empty(0, np.int64)
+    out = _output_buffers(rows_count * min(n, cols_count))
+    total = _select_rows(scores, n, np.asarray(seen_starts, np.int64), np.asarray(seen_cols, np.int64), 0, *out, 0)
+    return TopN(*(a[:total] for a in out))
 
 
-def _estimated_thresholds(scores: np.ndarray, n: int) -> np.ndarray:
-    """Per row, a score that about OVERSAMPLE * n entries reach: the k-th largest of a strided column sample."""
-    rows_count, cols_count = scores.shape
-    if cols_count <= max(SAMPLE_COLUMNS, 4 * n):  # small rows: every entry is a candidate
-        return np.full(rows_count, -np.inf, dtype=np.float32)
-    stride = -(-cols_count // SAMPLE_COLUMNS)  # ceil: at most SAMPLE_COLUMNS sampled
-    sample = scores[:, ::stride]
-    width = sample.shape[1]
-    k = min(width, max(1, math.ceil(OVERSAMPLE * n * width / cols_count)))
-    return np.partition(sample, width - k, axis=1)[:, width - k]
+def _output_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.float32), np.empty(size, np.int32))
 
 
-def _exact_thresholds(scores: np.ndarray, n: int) -> np.ndarray:
-    """The n-th largest score of each row (-inf when the row has fewer than n entries)."""
-    cols_count = scores.shape[1]
-    if n > cols_count:
-        return np.full(len(scores), -np.inf, dtype=np.float32)
-    return np.partition(scores, cols_count - n, axis=1)[:, cols_count - n]
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _collect(row, threshold, cand_vals, cand_cols):
+    """Copy the scores >= threshold (never -inf or NaN: threshold is finite) and their columns; return how many."""
+    count = 0
+    for j in range(row.shape[0]):
+        v = row[j]
+        if v >= threshold:
+            cand_vals[count] = v + np.float32(0.0)  # -0.0 becomes 0.0: they compare equal, so must sort equal
+            cand_cols[count] = j
+            count += 1
+    return count
 
 
-def _flat_candidates(scores: np.ndarray, thresholds: np.ndarray, mask_out: np.ndarray | None) -> np.ndarray:
-    """Flat (row-major) positions of the entries >= their row's threshold, ascending."""
-    rows_count, cols_count = scores.shape
-    out = None
-    if mask_out is not None and mask_out.shape[0] >= rows_count and mask_out.shape[1] == cols_count:
-        out = mask_out[:rows_count]
-    mask = np.greater_equal(scores, thresholds[:, None], out=out).reshape(-1)
-    if mask.size % 8:
-        return np.flatnonzero(mask)
-    # Scan 8 bools at a time as one uint64 word (most words are zero), then decode only the non-zero words.
-    words = mask.view(np.uint64)
-    hit = np.flatnonzero(words)
-    word, byte = np.nonzero(words[hit].view(np.uint8).reshape(-1, 8))
-    return hit[word] * 8 + byte
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _keep_above_sampled_level(cand_vals, cand_cols, count, n, levels, k):
+    """Drop candidates below the highest sampled score that still keeps at least n of them; return how many stay.
+
+    ``levels[:k]`` are the k largest sampled scores, descending; every candidate is >= levels[k - 1]. Fewer
+    candidates make the sort that follows cheaper (about n + cols / samples of them instead of OVERSAMPLE * n).
+    """
+    at_or_above = np.zeros(k, np.int64)  # at_or_above[i]: candidates whose highest level reached is i
+    for c in range(count):
+        v = cand_vals[c]
+        i = 0
+        while v < levels[i]:
+            i += 1
+        at_or_above[i] += 1
+    level, kept = 0, at_or_above[0]
+    while kept < n:
+        level += 1
+        kept += at_or_above[level]
+    if level == k - 1:
+        return count
+    cut = levels[level]
+    kept = 0
+    for c in range(count):
+        if cand_vals[c] >= cut:
+            cand_vals[kept] = cand_vals[c]
+            cand_cols[kept] = cand_cols[c]
+            kept += 1
+    return kept
 
 
-def _rows_candidates(scores: np.ndarray, rows: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Flat positions (in the whole block) of the finite entries >= threshold in the given rows."""
-    cols_count = scores.shape[1]
-    sub = scores[rows]
-    r, c = np.nonzero((sub >= thresholds[:, None]) & (sub > -np.inf))
-    return rows[r].astype(np.int64) * cols_count + c
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _select_rows(scores, n, seen_starts, seen_cols, row_offset, out_rows, out_cols, out_scores, out_ranks, start):
+    """select_top_n's compiled kernel: one pass per row. Writes from ``start``; returns where the output ends.
 
-
-def _sorted_top(scores: np.ndarray, flat: np.ndarray, counts: np.ndarray, n: int) -> TopN:
-    """Sort the candidates by (row, score descending, column) and keep the first n of each row."""
-    cols_count = scores.shape[1]
-    rows = flat // cols_count
-    cols = flat - rows * cols_count
-    vals = scores.reshape(-1)[flat] + np.float32(0.0)  # -0.0 becomes 0.0: they compare equal, so must sort equal
-    key = (rows.astype(np.uint64) << np.uint64(32)) | _descending_bits(vals).astype(np.uint64)
-    order = np.argsort(key)  # fast but not stable: equal keys (same row, same score) are re-ordered below
-    if len(order) > 1:
-        ordered = key[order]
-        tied = np.flatnonzero(ordered[1:] == ordered[:-1])
-        if len(tied):
-            # Within a row, flat position order is column order: sort each run of equal keys by it.
-            at = np.union1d(tied, tied + 1)
-            members = order[at]
-            order[at] = members[np.lexsort((members, key[members]))]
-    starts = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
-    position = np.arange(len(order), dtype=np.int64) - starts[rows[order]]
-    keep = position < n
-    chosen = order[keep]
-    return TopN(rows[chosen], cols[chosen], vals[chosen], (position[keep] + 1).astype(np.int32))
-
-
-def _descending_bits(vals: np.ndarray) -> np.ndarray:
-    """uint32 keys whose ascending order is the float32 values' descending order (IEEE bit trick)."""
-    bits = vals.view(np.uint32)
-    ascending = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
-    return ~ascending
+    Per row: exclude its seen columns; read a threshold from a strided sample of the row (the k-th largest of at
+    most SAMPLE_COLUMNS sampled scores, k chosen so that about OVERSAMPLE * n scores of the row reach it); collect
+    the scores at or above it; if fewer than n were collected the sample misled, so collect every finite score
+    instead. One sort of unique 64-bit keys (score bits, column) orders them by score descending and, among equal
+    scores, by column ascending; the first n are written.
+    """
+    rows, cols = scores.shape
+    lowest = np.float32(-3.4028234663852886e38)  # the lowest finite float32: ">= lowest" drops -inf and NaN
+    neg_inf = np.float32(-np.inf)
+    stride = max(1, -(-cols // SAMPLE_COLUMNS))
+    width = -(-cols // stride)
+    k = min(width, max(1, int(math.ceil(OVERSAMPLE * n * width / cols))))
+    if cols <= max(SAMPLE_COLUMNS, 4 * n):  # small rows: every finite entry is a candidate
+        k = 0
+    best_sampled = np.empty(max(k, 1), np.float32)
+    cand_vals = np.empty(cols, np.float32)
+    cand_bits = cand_vals.view(np.uint32)
+    cand_keys = np.empty(cols, np.uint64)
+    total = start
+    for r in range(rows):
+        row = scores[r]
+        for s in range(seen_starts[r], seen_starts[r + 1]):
+            row[seen_cols[s]] = neg_inf
+        threshold = lowest
+        if k > 0:
+            for i in range(k):  # the k largest sampled scores, descending
+                best_sampled[i] = neg_inf
+            for j in range(0, cols, stride):
+                v = row[j]
+                if v > best_sampled[k - 1]:
+                    i = k - 1
+                    while i > 0 and best_sampled[i - 1] < v:
+                        best_sampled[i] = best_sampled[i - 1]
+                        i -= 1
+                    best_sampled[i] = v
+            if best_sampled[k - 1] > lowest:
+                threshold = best_sampled[k - 1]
+        count = _collect(row, threshold, cand_vals, cand_keys)
+        if count < n and threshold > lowest:
+            count = _collect(row, lowest, cand_vals, cand_keys)
+        elif count > n and k > 1:
+            count = _keep_above_sampled_level(cand_vals, cand_keys, count, n, best_sampled, k)
+        # One uint64 key per candidate: the score's bits, flipped so that ascending keys mean descending scores,
+        # above the column. Keys are unique, so a plain sort gives score descending, then column ascending.
+        for i in range(count):
+            bits = np.uint64(cand_bits[i])
+            if bits >> np.uint64(31):  # negative: ascending order of -x is descending order of its bits
+                flipped = bits
+            else:
+                flipped = bits ^ np.uint64(0x7FFFFFFF)
+            cand_keys[i] = (flipped << np.uint64(32)) | cand_keys[i]
+        ordered = np.sort(cand_keys[:count])
+        for i in range(min(n, count)):
+            key = ordered[i]
+            out_rows[total] = r + row_offset
+            out_cols[total] = np.int64(key & np.uint64(0xFFFFFFFF))
+            out_scores[total] = row[out_cols[total]] + np.float32(0.0)  # -0.0 is written as 0.0
+            out_ranks[total] = i + 1
+            total += 1
+    return total
 
 
 def top_n_indices(scores: np.ndarray, n: int) -> np.ndarray:
@@ -196,65 +228,68 @@ def score_block(user_vecs: np.ndarray, item_vecs: np.ndarray, seen_rows: np.ndar
 
 
 class BlockScorer:
-    """Scores blocks of users against one fixed set of items; holds the items and reusable buffers.
+    """Scores batches of users against one fixed set of items; holds the items and a reusable score buffer.
 
     ``item_idx`` must be sorted ascending (ties in score are then broken by item_idx through the column order).
+    A batch is scored ``max_block_users`` users at a time: each block's scores are one BLAS product into the
+    buffer, and the compiled selection reads them while they are still in the CPU cache.
     """
 
     def __init__(self, item_idx: np.ndarray, item_vecs: np.ndarray, *, n: int, max_block_users: int):
         if len(item_idx) and np.any(np.diff(item_idx) <= 0):
             raise ValueError("item_idx must be strictly ascending")
         self.item_idx = np.asarray(item_idx, dtype=np.int32)
-        self.item_vecs = np.ascontiguousarray(item_vecs, dtype=np.float32)
+        self.item_vecs_t = np.ascontiguousarray(np.asarray(item_vecs, dtype=np.float32).T)  # rank x items
         self.n = n
         self.max_block_users = max(1, max_block_users)
         size = int(self.item_idx.max()) + 1 if len(self.item_idx) else 0
         self.column_of = np.full(size, -1, dtype=np.int64)  # item_idx -> column, -1 when the item has no factors
         self.column_of[self.item_idx] = np.arange(len(self.item_idx))
         self._scores = None
-        self._mask = None
 
-    def _buffers(self, rows: int):
+    def _buffer(self, rows: int) -> np.ndarray:
         if self._scores is None or self._scores.shape[0] < rows:
             self._scores = np.empty((rows, len(self.item_idx)), dtype=np.float32)
-            self._mask = np.empty((rows, len(self.item_idx)), dtype=bool)
-        return self._scores[:rows], self._mask
+        return self._scores[:rows]
 
     def seen_columns(self, seen_lengths: np.ndarray, seen_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) of every seen item that has factors; unknown item ids are ignored."""
-        rows = np.repeat(np.arange(len(seen_lengths), dtype=np.int64), seen_lengths)
+        """(row starts, columns) in CSR form: the seen items of row r that have factors, as columns."""
         items = np.asarray(seen_items, dtype=np.int64)
         known = (items >= 0) & (items < len(self.column_of))
         cols = np.full(len(items), -1, dtype=np.int64)
         cols[known] = self.column_of[items[known]]
         keep = cols >= 0
-        return rows[keep], cols[keep]
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        ends = np.cumsum(np.asarray(seen_lengths, dtype=np.int64))
+        starts = np.concatenate([[0], kept_before[ends]]).astype(np.int64)
+        return starts, cols[keep]
 
     def score(self, user_vecs: np.ndarray, seen_lengths: np.ndarray, seen_items: np.ndarray) -> TopN:
-        """Top n unseen items of each user in the block (user_vecs: users x rank)."""
-        if len(self.item_idx) == 0 or len(user_vecs) == 0:
+        """Top n unseen items of each user (user_vecs: users x rank); TopN.rows index the users."""
+        users = len(user_vecs)
+        if len(self.item_idx) == 0 or users == 0:
             return TopN.empty()
-        scores, mask = self._buffers(len(user_vecs))
-        np.matmul(user_vecs, self.item_vecs.T, out=scores)
-        rows, cols = self.seen_columns(seen_lengths, seen_items)
-        scores[rows, cols] = -np.inf
-        return select_top_n(scores, self.n, mask_out=mask)
+        user_vecs = np.ascontiguousarray(user_vecs, dtype=np.float32)
+        seen_starts, seen_cols = self.seen_columns(seen_lengths, seen_items)
+        out = _output_buffers(users * min(self.n, len(self.item_idx)))
+        total = 0
+        for start in range(0, users, self.max_block_users):
+            stop = min(start + self.max_block_users, users)
+            scores = self._buffer(stop - start)
+            np.matmul(user_vecs[start:stop], self.item_vecs_t, out=scores)
+            total = _select_rows(scores, self.n, seen_starts[start:stop + 1], seen_cols, start, *out, total)
+        return TopN(*(a[:total] for a in out))
 
     def score_batch(self, user_idx: np.ndarray, user_vecs: np.ndarray, seen_lengths: np.ndarray,
-                    seen_items: np.ndarray):
-        """Yield Arrow record batches (user_idx, item_idx, score, rank), one per block of users."""
-        seen_starts = np.zeros(len(seen_lengths) + 1, dtype=np.int64)
-        np.cumsum(seen_lengths, out=seen_starts[1:])
-        for start in range(0, len(user_idx), self.max_block_users):
-            stop = min(start + self.max_block_users, len(user_idx))
-            top = self.score(user_vecs[start:stop], seen_lengths[start:stop],
-                             seen_items[seen_starts[start]:seen_starts[stop]])
-            yield pa.RecordBatch.from_arrays([
-                pa.array(user_idx[start:stop][top.rows], pa.int32()),
-                pa.array(self.item_idx[top.cols], pa.int32()),
-                pa.array(top.scores, pa.float32()),
-                pa.array(top.ranks, pa.int32()),
-            ], schema=OUTPUT_ARROW_SCHEMA)
+                    seen_items: np.ndarray) -> pa.RecordBatch:
+        """One Arrow record batch (user_idx, item_idx, score, rank) with the top n of every user given."""
+        top = self.score(user_vecs, seen_lengths, seen_items)
+        return pa.RecordBatch.from_arrays([
+            pa.array(np.asarray(user_idx, dtype=np.int32)[top.rows], pa.int32()),
+            pa.array(self.item_idx[top.cols], pa.int32()),
+            pa.array(top.scores, pa.float32()),
+            pa.array(top.ranks, pa.int32()),
+        ], schema=OUTPUT_ARROW_SCHEMA)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,7 +327,8 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     ``seen`` holds (user_idx, item_idx) pairs to exclude. A user with fewer than n unseen items gets them all.
     ``block_bytes`` bounds one block's score matrix (users x items x 4 bytes). Item factors larger than
     ``item_budget_bytes`` are scored in chunks that fit it, and the partial lists merged (same result).
-    ``partitions`` is the number of user partitions scored in parallel (default: 2 x the default parallelism).
+    ``partitions`` is the number of user partitions scored in parallel. By default the users keep their own
+    partitioning when it has at least one partition per core, and are spread over 2 x the cores otherwise.
     Up to ``seen_broadcast_pairs`` seen pairs are collected once into a per-user index (8 bytes a pair) that every
     scorer receives as a broadcast, so neither the seen pairs nor the users are shuffled or joined; more than that
     and the seen lists are grouped per user and joined to the users in Spark.
@@ -303,7 +339,9 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
         raise ValueError(f"block_bytes and item_budget_bytes must be positive, got {block_bytes}, {item_budget_bytes}")
     spark = user_factors.sparkSession
     items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
-    partitions = partitions or 2 * spark.sparkContext.defaultParallelism
+    cores = spark.sparkContext.defaultParallelism
+    if partitions is None and user_factors.rdd.getNumPartitions() < cores:
+        partitions = 2 * cores
 
     if items_count == 0:
         return spark.createDataFrame([], OUTPUT_SCHEMA)
@@ -311,9 +349,12 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     seen_index = collect_seen_index(seen, max_pairs=seen_broadcast_pairs)
     if seen_index is not None:
         shared_seen = spark.sparkContext.broadcast(seen_index)
-        users = user_factors.select(C.USER_IDX, C.FEATURES).repartition(partitions)
+        users = user_factors.select(C.USER_IDX, C.FEATURES)
+        if partitions is not None:
+            users = users.repartition(partitions)
     else:
         shared_seen = None
+        partitions = partitions or 2 * cores
         seen_lists = (seen.select(C.USER_IDX, C.ITEM_IDX).repartition(partitions, C.USER_IDX)
                       .groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias(SEEN)))
         users = (user_factors.select(C.USER_IDX, C.FEATURES).repartition(partitions, C.USER_IDX)
@@ -356,7 +397,7 @@ def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen=N
                 seen_lengths, seen_items = seen_index.lookup(user_idx)
             else:
                 seen_lengths, seen_items = list_lengths_and_values(batch.column(SEEN))
-            yield from scorer.score_batch(user_idx, user_vecs, seen_lengths, seen_items)
+            yield scorer.score_batch(user_idx, user_vecs, seen_lengths, seen_items)
 
     return score_partition
 
@@ -370,14 +411,15 @@ class SeenIndex:
 
     @staticmethod
     def from_pairs(users: np.ndarray, items: np.ndarray) -> "SeenIndex":
-        users = np.asarray(users, dtype=np.int64)
+        users = np.asarray(users)
         if len(users) and users.min() < 0:
             raise ValueError("user_idx must be >= 0")
-        order = np.argsort(users, kind="stable")
         size = int(users.max()) + 1 if len(users) else 0
         offsets = np.zeros(size + 1, dtype=np.int64)
         np.cumsum(np.bincount(users, minlength=size), out=offsets[1:])
-        return SeenIndex(offsets=offsets, items=np.asarray(items, dtype=np.int32)[order])
+        grouped = np.empty(len(users), dtype=np.int32)
+        _group_by_user(users, np.asarray(items, dtype=np.int32), offsets[:-1].copy(), grouped)
+        return SeenIndex(offsets=offsets, items=grouped)
 
     def lookup(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(number of seen items of each user, their items concatenated in the users' order); unknown users: 0."""
@@ -389,6 +431,15 @@ class SeenIndex:
         before = np.cumsum(lengths) - lengths  # where each user's items start in the output
         positions = np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
         return lengths, self.items[positions]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _group_by_user(users, items, next_slot, grouped):
+    """Counting sort: each user's items land in its slots, in input order (next_slot starts at the offsets)."""
+    for i in range(len(users)):
+        u = users[i]
+        grouped[next_slot[u]] = items[i]
+        next_slot[u] += 1
 
 
 def collect_seen_index(seen: DataFrame, *, max_pairs: int) -> SeenIndex | None:

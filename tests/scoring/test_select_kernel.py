@@ -1,4 +1,4 @@
-"""models.topn's numpy kernel: the fast selection equals a brute-force full sort, ties and exclusions included."""
+"""models.topn's compiled selection kernel: the fast selection equals a brute-force full sort, ties and exclusions included."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,13 +56,10 @@ def test_ties_in_score_are_broken_by_column_even_among_many_candidates():
     assert as_lists(top, 3) == [[0, 1, 2, 3, 4], [3000, 3001, 3002, 3003, 3004], [0, 1, 2, 3, 4]]
 
 
-def test_reused_mask_buffer_gives_the_same_answer():
-    rng = np.random.default_rng(3)
-    scores = rng.standard_normal((40, 4096)).astype(np.float32)
-    buffer = np.ones((64, 4096), dtype=bool)
-    a = topn.select_top_n(scores, 50)
-    b = topn.select_top_n(scores, 50, mask_out=buffer)
-    assert np.array_equal(a.rows, b.rows) and np.array_equal(a.cols, b.cols)
+def test_seen_columns_given_as_csr_are_excluded_in_place():
+    scores = np.array([[5.0, 4.0, 3.0, 2.0], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    top = topn.select_top_n(scores.copy(), 2, seen_starts=np.array([0, 2, 3]), seen_cols=np.array([0, 2, 3]))
+    assert as_lists(top, 2) == [[1, 3], [2, 1]]
 
 
 def test_block_scorer_excludes_seen_items_and_ignores_unknown_ones():
@@ -72,8 +69,8 @@ def test_block_scorer_excludes_seen_items_and_ignores_unknown_ones():
     user_vecs = np.array([[1.0], [1.0], [-1.0]], dtype=np.float32)
     seen_lengths = np.array([2, 0, 1])
     seen_items = np.array([5, 77, 2])  # user 0 saw item 5 and an item without factors; user 2 saw item 2
-    batches = list(scorer.score_batch(np.array([10, 11, 12]), user_vecs, seen_lengths, seen_items))
-    rows = [tuple(r.values()) for b in batches for r in b.to_pylist()]
+    batch = scorer.score_batch(np.array([10, 11, 12]), user_vecs, seen_lengths, seen_items)
+    rows = [tuple(r.values()) for r in batch.to_pylist()]
     assert rows == [(10, 9, 3.0, 1), (10, 11, 2.0, 2), (11, 5, 4.0, 1), (11, 9, 3.0, 2), (12, 11, -2.0, 1),
                     (12, 9, -3.0, 2)]
 
