@@ -1,21 +1,25 @@
-"""Exact top-N per user with seen items excluded: a numpy selection kernel, and Spark batch scoring built on it.
+"""Exact top-N per user with seen items excluded: a compiled selection kernel, and Spark batch scoring built on it.
 
 Why not ``ALSModel.recommendForAllUsers``: it cross-joins blocks of factors, keeps a bounded priority queue per
 user in the JVM (slow), and cannot exclude seen items, so one has to ask for N + max(seen) items and filter
 afterwards (apache/spark#17742). Here:
 
-* Users (with their seen items as one list each) stream through ``mapInArrow`` as flat Arrow buffers (no pandas
-  object columns); each block of users is scored against the item factors with one float32 BLAS product
-  (``user_vecs @ item_vecs.T``), seen items are set to -inf, and ``select_top_n`` picks the top N.
-* ``select_top_n`` is exact and much cheaper than ``np.argpartition`` (which costs several times the product):
-  a per-row threshold is read from a strided sample of the columns (the k-th largest sampled score, with k chosen
-  so that about ``OVERSAMPLE * n`` scores of the row pass it), the entries at or above it are found with one
-  vectorised compare, and only those candidates are sorted. A row where fewer than n scores pass gets its exact
-  n-th largest score as threshold instead, so no row can miss an item: the top N always lie above the threshold.
+* Users stream through ``mapInArrow`` as flat Arrow buffers (no pandas object columns); their seen items come
+  from one broadcast per-user index. Each Arrow batch is scored MAX_BLOCK_USERS users at a time: one float32
+  BLAS product (``user_vecs @ item_vecs.T``) into a buffer small enough to stay in the CPU cache, then
+  ``_select_rows`` (compiled with numba) reads it while it is there.
+* The selection is exact and several times cheaper than ``np.argpartition`` (which costs more than the product):
+  per row, the seen columns are set to -inf; a threshold is read from a strided sample of the row (the k-th
+  largest sampled score, k chosen so that about ``OVERSAMPLE * n`` scores pass it); one pass collects the scores
+  at or above it; the sampled levels trim them to about n; one sort of unique 64-bit keys (score bits, column)
+  orders them. A row where fewer than n pass gets every finite score as candidate instead, so no row can miss an
+  item: the top N always lie above the threshold.
 * Order: score descending, ties broken by item_idx ascending, so the output equals a brute-force full sort.
 * Item factors that fit ``item_budget_bytes`` are broadcast once. Larger ones are split into chunks that do fit:
   every user is scored against each chunk (partial top N per chunk, one broadcast at a time), and the partial
   lists are merged with a window ordered the same way. The result is the same, the memory is bounded.
+* numba caches the compiled kernels on disk (next to this file, or in $NUMBA_CACHE_DIR): a Python worker loads
+  them in milliseconds; the first run on a machine compiles them (a few seconds per worker).
 """
 from __future__ import annotations
 
@@ -39,13 +43,14 @@ OUTPUT_ARROW_SCHEMA = pa.schema([(C.USER_IDX, pa.int32()), (C.ITEM_IDX, pa.int32
 DEFAULT_BLOCK_BYTES = 256 << 20  # bound on one block's score matrix (users x items x 4 bytes)
 DEFAULT_ITEM_BUDGET_BYTES = 1 << 30  # item factors up to this size are broadcast whole, larger ones in chunks
 DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
-MAX_BLOCK_USERS = 256  # larger blocks do not make the BLAS product faster, and smaller ones stay in cache
+MAX_BLOCK_USERS = 64  # a block of scores stays in the CPU cache for the selection; larger ones gain nothing in BLAS
 SAMPLE_COLUMNS = 1024  # columns sampled per row to estimate the candidate threshold
 OVERSAMPLE = 2.5  # aim for about this many times n candidates per row
+SAMPLED_LEVELS = 24  # the threshold is about the 24th largest sampled score (fewer when SAMPLE_COLUMNS caps it)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# numpy kernel
+# selection kernel (numpy for the product, numba for the selection)
 # --------------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -143,7 +148,10 @@ def _select_rows(scores, n, seen_starts, seen_cols, row_offset, out_rows, out_co
     rows, cols = scores.shape
     lowest = np.float32(-3.4028234663852886e38)  # the lowest finite float32: ">= lowest" drops -inf and NaN
     neg_inf = np.float32(-np.inf)
-    stride = max(1, -(-cols // SAMPLE_COLUMNS))
+    # Sample about SAMPLED_LEVELS / (OVERSAMPLE * n / cols) columns (enough for a steady k-th largest), at most
+    # SAMPLE_COLUMNS: k, the sampled rank of the threshold, then stays near SAMPLED_LEVELS or below.
+    wanted = int(math.ceil(SAMPLED_LEVELS * cols / (OVERSAMPLE * n)))
+    stride = max(1, cols // max(1, min(SAMPLE_COLUMNS, wanted)))
     width = -(-cols // stride)
     k = min(width, max(1, int(math.ceil(OVERSAMPLE * n * width / cols))))
     if cols <= max(SAMPLE_COLUMNS, 4 * n):  # small rows: every finite entry is a candidate
