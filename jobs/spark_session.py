@@ -36,8 +36,12 @@ DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 DELTA_DEFAULT_SNAPSHOT_PARTITIONS = 50
 # Python workers are forked by our copy of PySpark's daemon, which stops Python 3.12 from re-reading every zip on
 # the workers' path before each task (0.25-0.7 s a task; see jobs/python_worker_daemon.py). Python 3.13+ needs no fix.
+# The executors must be able to import it before any --py-files arrive: always true with a local master (the
+# workers run this interpreter), and in our image, which sets RECSYS_WORKER_DAEMON=1. Elsewhere (a cluster fed
+# with --py-files) PySpark's own daemon stays, unless that variable says the package is installed there.
 PYTHON_DAEMON_MODULE_CONF = "spark.python.daemon.module"
 PYTHON_WORKER_DAEMON = "jobs.python_worker_daemon"
+WORKER_DAEMON_ENV = "RECSYS_WORKER_DAEMON"
 # Only meaningful when this process starts the JVM (not under spark-submit).
 LOCAL_ONLY_CONF = {
     "spark.driver.memory": "4g",
@@ -85,12 +89,13 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
         return active
 
     settings = dict(DEFAULT_CONF)
-    if sys.version_info < (3, 13):
-        settings[PYTHON_DAEMON_MODULE_CONF] = PYTHON_WORKER_DAEMON
     submitted = launched_by_spark_submit()
     if not submitted:
         settings.update(LOCAL_ONLY_CONF)
     settings.update(conf or {})
+    effective_master = _launcher_master() if submitted else (master or settings.get("spark.master", "local[*]"))
+    if PYTHON_DAEMON_MODULE_CONF not in settings and use_worker_daemon(effective_master):
+        settings[PYTHON_DAEMON_MODULE_CONF] = PYTHON_WORKER_DAEMON
 
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
@@ -131,6 +136,23 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
 def snapshot_partitions(parallelism: int) -> int:
     """Tasks for Delta's log replay: the cores the session has, at most Delta's default."""
     return max(1, min(DELTA_DEFAULT_SNAPSHOT_PARTITIONS, int(parallelism)))
+
+
+def use_worker_daemon(master: str | None, env: dict | None = None, version: tuple = sys.version_info) -> bool:
+    """Whether Python workers should start from jobs.python_worker_daemon (see PYTHON_WORKER_DAEMON)."""
+    env = os.environ if env is None else env
+    if tuple(version) >= (3, 13):
+        return False
+    if env.get(WORKER_DAEMON_ENV) in ("0", "1"):
+        return env[WORKER_DAEMON_ENV] == "1"
+    return (master or "local[*]").startswith("local")
+
+
+def _launcher_master() -> str | None:
+    """The master spark-submit was given (read from the running JVM's configuration)."""
+    from pyspark import SparkConf
+
+    return SparkConf().get("spark.master", None)
 
 
 def _keep_jars_off_python_path(spark: SparkSession) -> None:

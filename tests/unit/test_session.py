@@ -76,3 +76,13 @@ def test_lazy_zip_invalidation_rereads_only_a_changed_archive(tmp_path):
     finally:
         daemon._reread = original
     assert reads == []
+
+
+def test_worker_daemon_only_where_executors_can_import_it():
+    use = spark_session.use_worker_daemon
+    assert use("local[2]", env={}, version=(3, 12))
+    assert use(None, env={}, version=(3, 12))  # no master given: the factory's default is local[*]
+    assert not use("spark://10.0.0.1:7077", env={}, version=(3, 12))  # a cluster fed with --py-files
+    assert use("k8s://https://api:6443", env={"RECSYS_WORKER_DAEMON": "1"}, version=(3, 12))  # our image
+    assert not use("local[2]", env={"RECSYS_WORKER_DAEMON": "0"}, version=(3, 12))
+    assert not use("local[2]", env={}, version=(3, 13))  # CPython fixed the zip re-read in 3.13
