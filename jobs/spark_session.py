@@ -35,7 +35,7 @@ DEFAULT_CONF = {
 DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 DELTA_DEFAULT_SNAPSHOT_PARTITIONS = 50
 # Python workers are forked by our copy of PySpark's daemon, which stops Python 3.12 from re-reading every zip on
-X
+# the workers' path before each task (0.25-0.9 s a task; see jobs/python_worker_daemon.py). Python 3.13+ needs no fix.
 # The executors must be able to import it before any --py-files arrive: always true with a local master (the
 # workers run this interpreter), and in our image, which sets RECSYS_WORKER_DAEMON=1. Elsewhere (a cluster fed
 # with --py-files) PySpark's own daemon stays, unless that variable says the package is installed there.
