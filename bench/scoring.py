@@ -153,8 +153,9 @@ def warm_engine(spark, folder: Path) -> float:
 
     implicit is timed after its import, in a process that has run Python before; Spark's built-in runs in a JVM
     that has run one job. This gives our scorer a comparable start: the session's Python workers exist and hold
-    numpy, pyarrow and the compiled kernel (from numba's on-disk cache), and the JVM has loaded and compiled the
-    code that reads Parquet and moves Arrow batches. Nothing of the measured data is touched. Returns seconds.
+    numpy, pyarrow and the compiled kernel (from numba's on-disk cache), and the JVM has run once the code that
+    reads Parquet and moves Arrow batches (its JIT still compiles the hot loops only under real volume, so a first
+    large job stays slower than later ones). Nothing of the measured data is touched. Returns seconds.
     """
     from pyspark.sql import functions as F
 
