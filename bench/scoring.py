@@ -360,15 +360,14 @@ def bench_size(users: int, items: int, rank: int, n: int, seed: int, methods: li
                                         f"{builtin_max_pairs:.0e} (it grows with users x items; see the smaller size)")
     # ours and implicit alternate (rounds each, best kept) so that both see the same background load;
     # the slow built-in runs once, between them.
-    order = ["ours"] if "ours" in methods and rounds > 1 else []  # one cold run of ours first, reported apart
+    cold_first = "ours" in methods and rounds > 1  # one cold run of ours first, reported apart
+    order = ["ours"] if cold_first else []
     for r in range(rounds):
         order += [m for m in ("ours", "implicit") if m in methods]
         if r == 0 and "spark_builtin" in methods and "spark_builtin" not in skipped:
             order.append("spark_builtin")
-    cold_done = False
-    for method in order:
-        cold = method == "ours" and not cold_done and rounds > 1
-        cold_done = cold_done or cold
+    for position, method in enumerate(order):
+        cold = cold_first and position == 0
         print(f"   {method}{' (cold: no warm-up)' if cold else ''} ...", flush=True)
         result = run_method(method, folder, {**params, "warm": not cold})
         if cold:

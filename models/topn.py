@@ -348,8 +348,6 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     spark = user_factors.sparkSession
     items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
     cores = spark.sparkContext.defaultParallelism
-    if partitions is None and user_factors.rdd.getNumPartitions() < cores:
-        partitions = 2 * cores
 
     if items_count == 0:
         return spark.createDataFrame([], OUTPUT_SCHEMA)
@@ -358,8 +356,8 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     if seen_index is not None:
         shared_seen = spark.sparkContext.broadcast(seen_index)
         users = user_factors.select(C.USER_IDX, C.FEATURES)
-        if partitions is not None:
-            users = users.repartition(partitions)
+        if partitions is not None or users.rdd.getNumPartitions() < cores:
+            users = users.repartition(partitions or 2 * cores)
     else:
         shared_seen = None
         partitions = partitions or 2 * cores
