@@ -10,14 +10,17 @@ What a run does:
 
 1. lists the input files (a file, a folder, searched recursively, or a glob); with ``--incremental`` it keeps only
    files not yet recorded in meta/ingested_files (same path, size and modification time);
-2. parses every row once (persisted) and gives each rejected row a reason; the outlier policy then quarantines
+2. counts the rows of every input split in a scan that does not parse (the count every later one is checked
+   against, and each split's first row, which gives every row its line within the split);
+3. parses every row once, on its way to bronze/interactions: raw text, source file, split offset, line, run id,
+   and what the parser made of it (``parse_reason``, the typed fields, ``event_id``). Every later step reads the
+   columns it needs from this run's bronze rows instead of parsing again; the outlier policy then quarantines
    the rows of bot-like user-days (``--bot-max-events-per-day``);
-3. appends every row read to bronze/interactions (raw text, source file, split offset, line, run id);
 4. appends every rejected row to quarantine/interactions (raw text, source, reason);
-5. keeps the first copy (in read order) of each event key among the good rows, then MERGEs them into
-   silver/interactions on ``event_id`` (insert only; the batch's partition values are literals in the merge
-   condition so Delta prunes the target, delta-io/delta#668), partitioned by event date (event logs) or month
-   (rating files, which span decades); late events land in the partition of their own date;
+5. keeps the first copy (in read order: file, offset, line) of each event key among the good rows, then MERGEs
+   them into silver/interactions on ``event_id`` (insert only; the batch's partition values are literals in the
+   merge condition so Delta prunes the target, delta-io/delta#668), partitioned by event date (event logs) or
+   month (rating files, which span decades); late events land in the partition of their own date;
 6. checks read = headers + loaded + duplicates + quarantined from the write metrics of the commits themselves
    (Delta operationMetrics) and fails with ConservationError if it does not hold;
 7. records the files in meta/ingested_files and the run summary in meta/ingest_runs, and prints the summary.
@@ -43,7 +46,6 @@ if __package__ in (None, ""):  # spark-submit jobs/ingest.py: import the project
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -65,12 +67,22 @@ SILVER_WRITE_CONF = {"spark.databricks.delta.optimizeWrite.enabled": "false",
                      "spark.sql.maxConcurrentOutputFileWriters": "64"}
 PARTITION_GRAINS = {"date": C.EVENT_DATE, "month": C.EVENT_MONTH}
 ROW_ID = "_row_id"  # monotonically_increasing_id: (Spark partition << 33) + row number within the partition
+READ_ORDER = "_read_order"  # (split's rank in (file, offset) order << 32) + line: which copy of a duplicate is first
 
 BRONZE = ("bronze", "interactions")
 SILVER = ("silver", "interactions")
 QUARANTINE = ("quarantine", "interactions")
 INGESTED_FILES = ("meta", "ingested_files")
 INGEST_RUNS = ("meta", "ingest_runs")
+
+# bronze: the raw row, where it came from, the run, and what the parser made of it (parse_reason null: a good row;
+# the outlier policy runs later, so its bot_suspected rows show in quarantine, not here)
+BRONZE_PARSED_COLUMNS = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.EVENT_TS, C.SOURCE_EVENT_ID, C.EVENT_ID]
+# Delta collects min/max statistics on the first 32 columns of every file it writes by default: on bronze's raw
+# text and silver's event keys that cost ~75% of the Parquet write and skips nothing. Statistics only where
+# queries filter: the run (every later step of a run reads its own rows), the file, the time.
+BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": f"{C.INGEST_RUN_ID},{C.INGESTED_AT},{C.SOURCE_FILE}"}
+SILVER_PROPERTIES = {"delta.dataSkippingStatsColumns": f"{C.EVENT_TS},{C.INGEST_RUN_ID},{C.INGESTED_AT}"}
 
 SILVER_COLUMNS = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.EVENT_TS, C.SOURCE_EVENT_ID,
                   C.EVENT_DATE, C.EVENT_MONTH, C.SOURCE_FILE]
@@ -245,18 +257,40 @@ def commit_metrics(spark, path: str, tag: str, *, after_version: int = -1) -> tu
 
 
 def append_rows(spark, df: DataFrame, path: str, *, tag: str, partition_by: list[str] | None = None,
-                optimize_write: bool = True) -> tuple[int, int]:
-    """Append ``df`` as one commit tagged ``tag`` (new columns are added); returns (version, rows written)."""
+                optimize_write: bool = True, properties: dict[str, str] | None = None) -> tuple[int, int]:
+    """Append ``df`` as one commit tagged ``tag`` (new columns are added); returns (version, rows written).
+
+    ``properties``: Delta table properties the table should have (set when the append creates it; an existing
+    table that lacks them gets them first, in a commit of their own).
+    """
     writer = (df.write.format("delta").mode("append").option("mergeSchema", "true").option("userMetadata", tag)
               .option("optimizeWrite", str(optimize_write).lower()))
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    writer.save(path)
+    creating = {}
+    if properties:
+        if tables.exists(spark, path):
+            ensure_properties(spark, path, properties)
+        else:
+            creating = {f"spark.databricks.delta.properties.defaults.{k.removeprefix('delta.')}": v
+                        for k, v in properties.items()}
+    with session_conf(spark, creating):
+        writer.save(path)
     committed = commit_metrics(spark, path, tag)
     if committed is None:
         raise ConservationError(f"the append to {path} left no commit tagged {tag!r} in its last 50 versions")
     version, metrics = committed
     return version, metrics.get("numOutputRows", 0)
+
+
+def ensure_properties(spark, path: str, properties: dict[str, str]) -> None:
+    """Give the existing Delta table at ``path`` the table ``properties`` it lacks (no commit if it has them)."""
+    current = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
+    missing = {k: v for k, v in properties.items() if current.get(k) != v}
+    if missing:
+        settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+        spark.sql(f"ALTER TABLE delta.`{path.replace('`', '``')}` SET TBLPROPERTIES ({settings})")
+        log.info("%s: table properties set: %s", path, settings)
 
 
 def partition_literal(column: str, value) -> str:
@@ -282,11 +316,12 @@ def merge_new_events(spark, events: DataFrame, path: str, *, partition_col: str,
     if not tables.exists(spark, path):
         with session_conf(spark, SILVER_WRITE_CONF):
             version, written = append_rows(spark, events, path, tag=tag, partition_by=[partition_col],
-                                           optimize_write=False)
+                                           optimize_write=False, properties=SILVER_PROPERTIES)
         return {"version": version, "source_rows": written, "inserted": written}
     values = ", ".join(partition_literal(partition_col, v) for v in sorted(partition_values))
     condition = (f"t.`{partition_col}` IN ({values}) AND t.`{partition_col}` = s.`{partition_col}` "
                  f"AND t.`{C.EVENT_ID}` = s.`{C.EVENT_ID}`")
+    ensure_properties(spark, path, SILVER_PROPERTIES)
     before = tables.version(spark, path)
     with session_conf(spark, {**SILVER_WRITE_CONF, "spark.databricks.delta.commitInfo.userMetadata": tag}):
         (DeltaTable.forPath(spark, path).alias("t").merge(events.alias("s"), condition)
@@ -387,84 +422,99 @@ def run(spark, args) -> dict:
         log.info("ingest %s: %d new file(s), %.1f MB, format %s, silver partitioned by %s", run_id[:8], len(new),
                  summary["bytes_new"] / 1e6, fmt.name, partition_col)
 
-        progress.step("parse and count")
-        # Persisted once, read by every step below (re-parsing would cost ~5 s per 1M lines per step). DISK_ONLY:
-        # serialised rows are cheaper to write and read back than Spark's compressed in-memory columns (1M lines:
-        # +3.5 s vs +6 s to persist), and big batches spill to disk anyway.
+        progress.step("split offsets")
+        # A scan without parsing: each input split's first row id (for source_line) and its row count, the
+        # number every later count is checked against.
+        splits = split_rows(read_rows(spark, new, fmt))
+        counted_total = sum(s.rows for s in splits)
+        rows_by_file: dict[str, int] = {}
+        for s in splits:
+            rows_by_file[s.file] = rows_by_file.get(s.file, 0) + s.rows
+        split_df = spark.createDataFrame([(s.file, s.offset, s.first_row, s.order) for s in splits],
+                                         f"{C.SOURCE_FILE} string, {C.SOURCE_OFFSET} long, _first_row long, "
+                                         "_split_order long")
+        stamp = [F.lit(run_id).alias(C.INGEST_RUN_ID), F.lit(started_at).cast("timestamp").alias(C.INGESTED_AT)]
+
+        progress.step("parse into bronze")
+        # Every row is parsed once, on its way to bronze: bronze keeps the raw text and what the parser made of it,
+        # and every step below reads only the columns it needs from this run's bronze rows (Parquet is columnar),
+        # instead of a persisted copy of the whole parse.
         parsed = parse.parse_lines(
             read_rows(spark, new, fmt), fmt,
             max_event_ts_seconds=int(started + args.future_tolerance_hours * 3600),
             rating_min=args.rating_min, rating_max=args.rating_max,
             **({"event_types": event_types, "max_value": args.max_value} if parse.is_event_format(fmt) else {}),
-        ).transform(parse.with_good_event_id).persist(StorageLevel.DISK_ONLY)
-        dups = None
+        ).transform(parse.with_good_event_id)
+        located = parsed.join(F.broadcast(split_df.drop("_split_order")), on=[C.SOURCE_FILE, C.SOURCE_OFFSET])
+        bronze_version, bronze_rows = append_rows(
+            spark, located.select(C.RAW, C.SOURCE_FILE, C.SOURCE_OFFSET,
+                                  (F.col(ROW_ID) - F.col("_first_row") + 1).alias(C.SOURCE_LINE), *stamp,
+                                  F.col(C.REASON).alias(C.PARSE_REASON), *BRONZE_PARSED_COLUMNS),
+            paths["bronze"], tag=f"ingest:{run_id}", optimize_write=False, properties=BRONZE_PROPERTIES)
+        batch = (tables.read(spark, paths["bronze"], version=bronze_version)
+                 .where((F.col(C.INGEST_RUN_ID) == run_id) & (F.col(C.INGESTED_AT) == F.lit(started_at)))
+                 .withColumnRenamed(C.PARSE_REASON, C.REASON))
+
+        progress.step("count")
+        stats = batch_stats(batch, partition_col)
+        counted = stats["by_reason"]
+        changed = [f"{f}: {rows_by_file.get(f, 0):,} rows when first read, {stats['rows_by_file'].get(f, 0):,} "
+                   "in bronze" for f in sorted(set(rows_by_file) | set(stats["rows_by_file"]))
+                   if rows_by_file.get(f, 0) != stats["rows_by_file"].get(f, 0)]
+        flagged, flagged_rows = [], 0
+        final = batch
+        if bot_limit and counted.get(None, 0):
+            progress.step("outlier policy")
+            flagged = (outliers.bot_user_days(batch, max_events_per_day=bot_limit)
+                       .limit(MAX_FLAGGED_USER_DAYS + 1).collect())
+            if len(flagged) > MAX_FLAGGED_USER_DAYS:
+                raise ValueError(f"--bot-max-events-per-day {bot_limit} flags more than {MAX_FLAGGED_USER_DAYS:,} "
+                                 "user-days as bots; the threshold is too low for this input")
+            if flagged:
+                flagged_rows = sum(r[outliers.N_EVENTS_DAY] for r in flagged)
+                flagged_df = spark.createDataFrame(flagged, f"{C.USER_ID} string, {C.EVENT_DATE} date, "
+                                                            f"{outliers.N_EVENTS_DAY} long")
+                final = outliers.quarantine_bot_rows(batch, flagged_df)
+                log.info("outlier policy: %d user-day(s) over %d events, %d rows to quarantine",
+                         len(flagged), bot_limit, flagged_rows)
+        if flagged_rows:
+            counted = dict(counted)
+            counted[None] -= flagged_rows
+            counted[parse.BOT_SUSPECTED] = counted.get(parse.BOT_SUSPECTED, 0) + flagged_rows
+
+        progress.step("quarantine")
+        counted_rejected = sum(v for k, v in counted.items() if k not in (None, parse.HEADER))
+        quarantine_version, quarantine_rows = None, 0
+        if counted_rejected:
+            rejected = parse.rejected_rows(final.where(F.col(C.REASON).isNotNull()))
+            quarantine_version, quarantine_rows = append_rows(
+                spark, rejected.select("*", *stamp), paths["quarantine"], tag=f"ingest:{run_id}")
+
+        progress.step("duplicates within the input")
+        # read order: input splits in (file, offset) order, then line; unique per row of the run
+        good = (final.where(F.col(C.REASON).isNull())
+                .join(F.broadcast(split_df.select(C.SOURCE_FILE, C.SOURCE_OFFSET, "_split_order")),
+                      on=[C.SOURCE_FILE, C.SOURCE_OFFSET])
+                .withColumn(READ_ORDER, F.shiftleft(F.col("_split_order"), 32) + F.col(C.SOURCE_LINE)))
+        dups = parse.duplicate_keys(good, order_col=READ_ORDER).cache()
         try:
-            stats = batch_stats(parsed, partition_col)
-            counted = stats["by_reason"]
-            flagged, flagged_rows = [], 0
-            final = parsed
-            if bot_limit and counted.get(None, 0):
-                progress.step("outlier policy")
-                flagged = (outliers.bot_user_days(parsed, max_events_per_day=bot_limit)
-                           .limit(MAX_FLAGGED_USER_DAYS + 1).collect())
-                if len(flagged) > MAX_FLAGGED_USER_DAYS:
-                    raise ValueError(f"--bot-max-events-per-day {bot_limit} flags more than {MAX_FLAGGED_USER_DAYS:,} "
-                                     "user-days as bots; the threshold is too low for this input")
-                if flagged:
-                    flagged_rows = sum(r[outliers.N_EVENTS_DAY] for r in flagged)
-                    flagged_df = spark.createDataFrame(flagged, f"{C.USER_ID} string, {C.EVENT_DATE} date, "
-                                                                f"{outliers.N_EVENTS_DAY} long")
-                    final = outliers.quarantine_bot_rows(parsed, flagged_df)
-                    log.info("outlier policy: %d user-day(s) over %d events, %d rows to quarantine",
-                             len(flagged), bot_limit, flagged_rows)
-            if flagged_rows:
-                counted = dict(counted)
-                counted[None] -= flagged_rows
-                counted[parse.BOT_SUSPECTED] = counted.get(parse.BOT_SUSPECTED, 0) + flagged_rows
-            stamp = [F.lit(run_id).alias(C.INGEST_RUN_ID), F.lit(started_at).cast("timestamp").alias(C.INGESTED_AT)]
-            splits = spark.createDataFrame(stats["split_first_row"],
-                                           f"{C.SOURCE_FILE} string, {C.SOURCE_OFFSET} long, _first_row long")
-
-            def located(df: DataFrame) -> DataFrame:
-                """``df`` with source_line: the 1-based row number within the split the row was read from."""
-                return df.join(F.broadcast(splits), on=[C.SOURCE_FILE, C.SOURCE_OFFSET]).withColumn(
-                    C.SOURCE_LINE, F.col(ROW_ID) - F.col("_first_row") + 1)
-
-            progress.step("bronze")
-            bronze_version, bronze_rows = append_rows(
-                spark, located(parsed).select(C.RAW, C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_LINE, *stamp),
-                paths["bronze"], tag=f"ingest:{run_id}", optimize_write=False)
-
-            progress.step("quarantine")
-            counted_rejected = sum(v for k, v in counted.items() if k not in (None, parse.HEADER))
-            quarantine_version, quarantine_rows = None, 0
-            if counted_rejected:
-                rejected = parse.rejected_rows(located(final.where(F.col(C.REASON).isNotNull())))
-                quarantine_version, quarantine_rows = append_rows(
-                    spark, rejected.select("*", *stamp), paths["quarantine"], tag=f"ingest:{run_id}")
-
-            progress.step("duplicates within the input")
-            good = final.where(F.col(C.REASON).isNull())
-            dups = parse.duplicate_keys(good, order_col=ROW_ID).cache()
             dup_stats = dups.agg(F.count(F.lit(1)).alias("keys"), F.sum(parse.COPIES).alias("copies")).first()
             dup_keys, in_batch = dup_stats["keys"], (dup_stats["copies"] or 0) - dup_stats["keys"]
             distinct_events = counted.get(None, 0) - in_batch
             if dup_keys:
-                good = parse.drop_later_copies(good, dups, order_col=ROW_ID,
+                good = parse.drop_later_copies(good, dups, order_col=READ_ORDER,
                                                broadcast=dup_keys <= MAX_BROADCAST_DUPLICATE_KEYS)
 
             progress.step("silver merge")
-            events = good.drop(C.REASON, C.RAW).transform(parse.with_event_date).select(*SILVER_COLUMNS, *stamp)
+            events = good.transform(parse.with_event_date).select(*SILVER_COLUMNS, C.INGEST_RUN_ID, C.INGESTED_AT)
             partition_values = stats["partitions"] if counted.get(None, 0) else []
             merged = merge_new_events(spark, events, paths["silver"], partition_col=partition_col,
                                       partition_values=partition_values, tag=f"ingest:{run_id}",
                                       distinct_events=distinct_events)
         finally:
-            parsed.unpersist()
-            if dups is not None:
-                dups.unpersist()
+            dups.unpersist()
 
-        numbers = {"counted_total": sum(counted.values()), "counted_good": counted.get(None, 0),
+        numbers = {"counted_total": counted_total, "counted_good": counted.get(None, 0),
                    "counted_rejected": counted_rejected, "headers": counted.get(parse.HEADER, 0),
                    "bronze_rows": bronze_rows, "quarantine_rows": quarantine_rows,
                    "source_rows": merged["source_rows"], "inserted": merged["inserted"],
@@ -482,7 +532,7 @@ def run(spark, args) -> dict:
             bot_user_days=len(flagged),
             versions={"bronze": bronze_version, "quarantine": quarantine_version, "silver": merged["version"]},
         )
-        problems = conservation_problems(numbers)
+        problems = conservation_problems(numbers) + [f"input changed while it was read: {c}" for c in changed]
         summary["seconds"] = round(time.time() - started, 1)
         progress.step("record run")
         if problems:
@@ -491,7 +541,7 @@ def run(spark, args) -> dict:
             record_run(spark, paths["runs"], summary, started_at)
             print_summary(summary)
             raise ConservationError("rows not accounted for: " + "; ".join(problems))
-        record_files(spark, paths["files"], new, stats["rows_by_file"], run_id, started_at, args.format)
+        record_files(spark, paths["files"], new, rows_by_file, run_id, started_at, args.format)
         summary["steps"] = dict(progress.timings)
         summary["seconds"] = round(time.time() - started, 1)
         record_run(spark, paths["runs"], summary, started_at)
@@ -499,28 +549,47 @@ def run(spark, args) -> dict:
     return summary
 
 
-def batch_stats(parsed: DataFrame, partition_col: str) -> dict:
-    """One aggregation pass over the persisted parse (it also materialises the cache).
+@dataclass(frozen=True)
+class Split:
+    """One input split as Spark read it: its file, byte offset, first row id, row count and rank in (file, offset)."""
+    file: str
+    offset: int
+    first_row: int
+    rows: int
+    order: int
 
-    Returns rows by reason, rows by file, the partition values of the good rows, and each split's first _row_id.
+
+def split_rows(rows: DataFrame) -> list[Split]:
+    """Every split of ``rows`` (from read_rows) with its first ``_row_id`` and row count: a scan without parsing.
+
+    The parse reads the same files with the same plan, so a row's line within its split is ``_row_id`` minus the
+    split's first row id, plus one (``_row_id`` numbers the rows of each Spark partition, which holds whole splits).
     """
+    found = (rows.groupBy(C.SOURCE_FILE, C.SOURCE_OFFSET)
+             .agg(F.min(ROW_ID).alias("first_row"), F.count(F.lit(1)).alias("rows")).collect())
+    found = sorted(found, key=lambda r: (r[C.SOURCE_FILE], r[C.SOURCE_OFFSET]))
+    for r in found:
+        if r["rows"] >= 1 << 32:
+            raise ValueError(f"{r[C.SOURCE_FILE]} offset {r[C.SOURCE_OFFSET]}: {r['rows']:,} rows in one split; "
+                             "split the file (at most 2^32 rows per split)")
+    return [Split(r[C.SOURCE_FILE], r[C.SOURCE_OFFSET], r["first_row"], r["rows"], i) for i, r in enumerate(found)]
+
+
+def batch_stats(batch: DataFrame, partition_col: str) -> dict:
+    """Rows by reason, rows by file and the partition values of the good rows: one aggregation over this run's
+    bronze rows (``reason`` being the parser's), reading three columns."""
     part = F.when(F.col(C.REASON).isNull(), F.to_date(C.EVENT_TS) if partition_col == C.EVENT_DATE
                   else F.date_format(C.EVENT_TS, "yyyy-MM"))
-    rows = (parsed.groupBy(C.SOURCE_FILE, C.SOURCE_OFFSET, C.REASON, part.alias("_part"))
-            .agg(F.count(F.lit(1)).alias("n"), F.min(ROW_ID).alias("first_row")).collect())
+    rows = batch.groupBy(C.SOURCE_FILE, C.REASON, part.alias("_part")).agg(F.count(F.lit(1)).alias("n")).collect()
     by_reason: dict = {}
     by_file: dict = {}
-    split_first: dict = {}
     partitions = set()
     for r in rows:
         by_reason[r[C.REASON]] = by_reason.get(r[C.REASON], 0) + r["n"]
         by_file[r[C.SOURCE_FILE]] = by_file.get(r[C.SOURCE_FILE], 0) + r["n"]
-        split = (r[C.SOURCE_FILE], r[C.SOURCE_OFFSET])
-        split_first[split] = min(split_first.get(split, r["first_row"]), r["first_row"])
         if r["_part"] is not None:
             partitions.add(r["_part"])
-    return {"by_reason": by_reason, "rows_by_file": by_file, "partitions": sorted(partitions),
-            "split_first_row": [(f, o, first) for (f, o), first in split_first.items()]}
+    return {"by_reason": by_reason, "rows_by_file": by_file, "partitions": sorted(partitions)}
 
 
 def already_ingested(spark, path: str) -> set[tuple[str, int, int]]:

@@ -28,6 +28,7 @@ SOURCE_LINE = "source_line"  # 1-based line (or row) number within that split
 INGEST_RUN_ID = "ingest_run_id"
 INGESTED_AT = "ingested_at"
 REASON = "reason"
+PARSE_REASON = "parse_reason"  # bronze: the parser's reason (null: a good row); quarantine's reason adds the outlier policy
 
 # The ALS estimator's own names map to ours here and nowhere else.
 ALS_USER_COL = USER_IDX

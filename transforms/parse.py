@@ -391,16 +391,24 @@ def with_good_event_id(parsed: DataFrame) -> DataFrame:
 
 FIRST_COPY = "_first_copy"
 COPIES = "_copies"
+_KEY_HASH = "_key_hash"
 
 
 def duplicate_keys(keyed: DataFrame, *, order_col: str) -> DataFrame:
     """(event_id, _copies, _first_copy) for each key that occurs more than once among the good rows of ``keyed``.
 
-    Only (key, order) pairs are shuffled and the aggregation is a hash aggregation, so on a batch with few
-    duplicates this costs a fraction of a full dedupe (which shuffles and sorts whole rows). ``order_col`` must
-    be unique per row (jobs.ingest uses its read-order row id); the copy with the smallest value is the first.
+    Two aggregations, neither of which moves whole rows: first a 64-bit hash of every key is counted (8 bytes a
+    row shuffled instead of the 64-character key, and a hash map on longs); then only the rows whose hash repeats
+    (the duplicates, plus the rare hash collision) are grouped by the key itself, which is exact.
+    ``order_col`` must be unique per row (jobs.ingest uses the read order); the copy with the smallest value is
+    the first.
     """
-    return (keyed.where(F.col(C.EVENT_ID).isNotNull()).groupBy(C.EVENT_ID)
+    good = keyed.where(F.col(C.EVENT_ID).isNotNull())
+    key_hash = F.xxhash64(C.EVENT_ID)
+    repeated = (good.groupBy(key_hash.alias(_KEY_HASH)).agg(F.count(F.lit(1)).alias(COPIES))
+                .where(F.col(COPIES) > 1).select(_KEY_HASH))
+    candidates = good.join(F.broadcast(repeated), key_hash == F.col(_KEY_HASH), "left_semi")
+    return (candidates.groupBy(C.EVENT_ID)
             .agg(F.count(F.lit(1)).alias(COPIES), F.min(order_col).alias(FIRST_COPY))
             .where(F.col(COPIES) > 1))
 

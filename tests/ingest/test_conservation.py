@@ -1,6 +1,8 @@
 """Nothing is dropped silently: the run checks read = headers + loaded + duplicates + quarantined and fails loudly."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -50,3 +52,21 @@ def test_a_row_lost_before_quarantine_fails_the_run_and_the_retry_is_safe(spark,
     assert again["status"] == "ok" and again["files_new"] == 1
     assert (again["loaded"], again["duplicates_in_silver"], again["quarantined"]) == (0, 9, 8)
     assert tables.read(spark, lake.table(*ingest.SILVER)).count() == 9
+
+
+@pytest.mark.slow
+def test_a_file_that_changes_while_it_is_read_fails_the_run(spark, tmp_path, fixtures_dir, monkeypatch):
+    lake = Lake(str(tmp_path / "lake"))
+    argv = ["--lake", lake.root, "--input", str(fixtures_dir / "ratings_messy.csv"), "--format", "movielens",
+            "--incremental", "--progress-every", "0"]
+    real = ingest.split_rows
+
+    def grown_after_the_first_scan(rows):  # the first scan saw one row fewer than the parse will
+        first, *rest = real(rows)
+        return [dataclasses.replace(first, rows=first.rows - 1), *rest]
+
+    monkeypatch.setattr(ingest, "split_rows", grown_after_the_first_scan)
+    with pytest.raises(ingest.ConservationError, match="input changed while it was read: .*ratings_messy.csv: 18 rows "
+                                                       "when first read, 19 in bronze"):
+        ingest.run(spark, ingest.build_parser().parse_args(argv))
+    assert not tables.exists(spark, lake.table(*ingest.INGESTED_FILES))  # the file will be read again

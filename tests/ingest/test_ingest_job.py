@@ -168,6 +168,25 @@ def test_bronze_keeps_each_row_with_its_file_and_line(spark, landing):
     assert {r[C.SOURCE_OFFSET] for r in rows} == {0}
 
 
+def test_bronze_rows_carry_the_parse_and_link_to_silver_and_quarantine(spark, landing):
+    run_id = landing["run1"]["run_id"]
+    bronze = tables.read(spark, landing["lake"].table(*ingest.BRONZE)).where(F.col(C.INGEST_RUN_ID) == run_id)
+    silver_ids = {r[0] for r in tables.read(spark, landing["lake"].table(*ingest.SILVER))
+                  .where(F.col(C.INGEST_RUN_ID) == run_id).select(C.EVENT_ID).collect()}
+    good = bronze.where(F.col(C.PARSE_REASON).isNull()).select(C.EVENT_ID, C.USER_ID).collect()
+    assert good and all(r[C.EVENT_ID] and r[C.USER_ID] for r in good)
+    bots = {r[C.EVENT_ID] for r in good if r[C.USER_ID].startswith("bot-")}  # quarantined later, by the policy
+    assert bots and {r[C.EVENT_ID] for r in good} - bots == silver_ids  # every other good line's event is in silver
+    where = [C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_LINE]
+    rejected = {tuple(r[c] for c in where): r[C.PARSE_REASON] for r in
+                bronze.where(F.col(C.PARSE_REASON).isNotNull() & (F.col(C.PARSE_REASON) != parse.HEADER)).collect()}
+    quarantined = {tuple(r[c] for c in where): r[C.REASON] for r in
+                   tables.read(spark, landing["lake"].table(*ingest.QUARANTINE))
+                   .where((F.col(C.INGEST_RUN_ID) == run_id) & (F.col(C.REASON) != parse.BOT_SUSPECTED)).collect()}
+    assert rejected and rejected == quarantined
+    assert len(set(rejected.values())) >= 5  # several fault classes, each with the parser's reason
+
+
 def test_quarantine_rows_point_at_their_source_line(spark, landing):
     quarantine = tables.read(spark, landing["lake"].table(*ingest.QUARANTINE))
     row = quarantine.where(F.col(C.REASON) == parse.MISSING_USER_ID).first()

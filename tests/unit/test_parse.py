@@ -75,3 +75,13 @@ def test_valid_events_dedupes_replays_and_keys_them(spark):
     assert rows[0][C.EVENT_MONTH] == "1970-01" and rows[0][C.EVENT_DATE] == dt.date(1970, 1, 1)
     rejected = parse.rejected_rows(parsed).collect()
     assert [(r[C.RAW], r[C.REASON]) for r in rejected] == [("bad", parse.WRONG_FIELD_COUNT)]
+
+
+def test_duplicate_keys_counts_copies_and_finds_the_first_and_drop_later_copies_keeps_it(spark):
+    rows = [("a", 5), ("b", 1), ("a", 2), ("c", 9), ("c", 3), ("c", 7), (None, 4), (None, 6), ("d", 8)]
+    keyed = spark.createDataFrame(rows, f"{C.EVENT_ID} string, _order long")
+    dups = parse.duplicate_keys(keyed, order_col="_order")
+    assert sorted((r[C.EVENT_ID], r[parse.COPIES], r[parse.FIRST_COPY]) for r in dups.collect()) == [
+        ("a", 2, 2), ("c", 3, 3)]  # rows without a key (rejected rows) are never duplicates
+    kept = parse.drop_later_copies(keyed, dups, order_col="_order")
+    assert sorted(r["_order"] for r in kept.collect()) == [1, 2, 3, 4, 6, 8]
