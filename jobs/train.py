@@ -137,7 +137,7 @@ def offline_evaluation(spark, lake: Lake, data, params: AlsParams, args, *, mode
         return params, {"protocol": "skipped", "reason": str(exc)}
     if report is None and configs:
         result = cross_validate(data, configs, implicit=params.implicit, folds=args.tune_folds,
-                                test_folds=tune_test_folds(args), seed=params.seed,
+                                test_folds=common["tune_test_folds"], seed=params.seed,
                                 k=args.k, metric=args.metric, checkpoint_dir=lake.checkpoints,
                                 parallelism=args.parallelism, base_params=params)
         report = {"protocol": "tuning-only", "tuning": result.to_dict()}

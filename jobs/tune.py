@@ -116,10 +116,11 @@ def run(spark, args) -> dict:
     data = tables.read(spark, gold_path, version=version)
     implicit = training_mode(data.columns)
     configs = tuning_configs(args, implicit=implicit)
+    test_folds = tune_test_folds(args)
     print(f"tune gold/training v{version} ({'implicit' if implicit else 'explicit'}): {len(configs)} configurations "
-          f"x {tune_test_folds(args)} of {args.tune_folds} folds", flush=True)
+          f"x {test_folds} of {args.tune_folds} folds", flush=True)
     result = cross_validate(data, configs, implicit=implicit, folds=args.tune_folds,
-                            test_folds=tune_test_folds(args), seed=args.seed, k=args.k,
+                            test_folds=test_folds, seed=args.seed, k=args.k,
                             metric=args.metric, checkpoint_dir=lake.checkpoints, parallelism=args.parallelism,
                             base_params=AlsParams(num_blocks=args.num_blocks))
     run_id = uuid.uuid4().hex
@@ -130,7 +131,7 @@ def run(spark, args) -> dict:
     summary = {"tuning_run_id": run_id, "training_version": version, "metric": result.metric,
                "best": result.best_config, "best_score": result.summary()[result.best_config_id]["mean"],
                "configs": len(configs), "folds": args.tune_folds,
-               "test_folds": tune_test_folds(args), "table": path,
+               "test_folds": test_folds, "table": path,
                "seconds": round(time.time() - started, 1)}
     print(f"best {summary['best']} ({result.metric} {summary['best_score']:.4f}); fold scores -> {path}")
     print(json.dumps(summary, default=str), file=sys.stderr)
