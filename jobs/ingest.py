@@ -445,7 +445,10 @@ def run(spark, args) -> dict:
             rating_min=args.rating_min, rating_max=args.rating_max,
             **({"event_types": event_types, "max_value": args.max_value} if parse.is_event_format(fmt) else {}),
         ).transform(parse.with_good_event_id)
-        located = parsed.join(F.broadcast(split_df.drop("_split_order")), on=[C.SOURCE_FILE, C.SOURCE_OFFSET])
+        # a left join: a split the first scan did not see (a file that grew) keeps its rows, and the per-file
+        # counts below then fail the run instead of losing them
+        located = parsed.join(F.broadcast(split_df.drop("_split_order")), on=[C.SOURCE_FILE, C.SOURCE_OFFSET],
+                              how="left")
         bronze_version, bronze_rows = append_rows(
             spark, located.select(C.RAW, C.SOURCE_FILE, C.SOURCE_OFFSET,
                                   (F.col(ROW_ID) - F.col("_first_row") + 1).alias(C.SOURCE_LINE), *stamp,
@@ -494,7 +497,7 @@ def run(spark, args) -> dict:
         # read order: input splits in (file, offset) order, then line; unique per row of the run
         good = (final.where(F.col(C.REASON).isNull())
                 .join(F.broadcast(split_df.select(C.SOURCE_FILE, C.SOURCE_OFFSET, "_split_order")),
-                      on=[C.SOURCE_FILE, C.SOURCE_OFFSET])
+                      on=[C.SOURCE_FILE, C.SOURCE_OFFSET], how="left")
                 .withColumn(READ_ORDER, F.shiftleft(F.col("_split_order"), 32) + F.col(C.SOURCE_LINE)))
         dups = parse.duplicate_keys(good, order_col=READ_ORDER).cache()
         try:

@@ -70,3 +70,15 @@ def test_a_file_that_changes_while_it_is_read_fails_the_run(spark, tmp_path, fix
                                                        "when first read, 19 in bronze"):
         ingest.run(spark, ingest.build_parser().parse_args(argv))
     assert not tables.exists(spark, lake.table(*ingest.INGESTED_FILES))  # the file will be read again
+
+
+@pytest.mark.slow
+def test_rows_of_a_split_the_first_scan_did_not_see_reach_bronze_and_fail_the_run(spark, tmp_path, fixtures_dir,
+                                                                                 monkeypatch):
+    lake = Lake(str(tmp_path / "lake"))
+    argv = ["--lake", lake.root, "--input", str(fixtures_dir / "ratings_messy.csv"), "--format", "movielens",
+            "--progress-every", "0"]
+    monkeypatch.setattr(ingest, "split_rows", lambda rows: [])  # as if the file's rows had arrived after the scan
+    with pytest.raises(ingest.ConservationError, match="ratings_messy.csv: 0 rows when first read, 19 in bronze"):
+        ingest.run(spark, ingest.build_parser().parse_args(argv))
+    assert tables.read(spark, lake.table(*ingest.BRONZE)).count() == 19  # kept, not dropped by the join
