@@ -33,11 +33,16 @@ def test_each_lost_or_invented_row_is_named(change, message):
         ingest.check_conservation({**GOOD, **change})
 
 
+def messy_ratings_run(tmp_path, fixtures_dir, *extra: str) -> tuple[Lake, list[str]]:
+    """A new lake and the ingest flags that load the messy ratings fixture (19 lines) into it."""
+    lake = Lake(str(tmp_path / "lake"))
+    return lake, ["--lake", lake.root, "--input", str(fixtures_dir / "ratings_messy.csv"), "--format", "movielens",
+                  "--progress-every", "0", *extra]
+
+
 @pytest.mark.slow
 def test_a_row_lost_before_quarantine_fails_the_run_and_the_retry_is_safe(spark, tmp_path, fixtures_dir, monkeypatch):
-    lake = Lake(str(tmp_path / "lake"))
-    argv = ["--lake", lake.root, "--input", str(fixtures_dir / "ratings_messy.csv"), "--format", "movielens",
-            "--incremental", "--progress-every", "0"]
+    lake, argv = messy_ratings_run(tmp_path, fixtures_dir, "--incremental")
     real = parse.rejected_rows
     # a bug that drops the empty lines on their way to quarantine
     monkeypatch.setattr(parse, "rejected_rows", lambda parsed: real(parsed).where(F.col(C.REASON) != parse.EMPTY_LINE))
@@ -56,9 +61,7 @@ def test_a_row_lost_before_quarantine_fails_the_run_and_the_retry_is_safe(spark,
 
 @pytest.mark.slow
 def test_a_file_that_changes_while_it_is_read_fails_the_run(spark, tmp_path, fixtures_dir, monkeypatch):
-    lake = Lake(str(tmp_path / "lake"))
-    argv = ["--lake", lake.root, "--input", str(fixtures_dir / "ratings_messy.csv"), "--format", "movielens",
-            "--incremental", "--progress-every", "0"]
+    lake, argv = messy_ratings_run(tmp_path, fixtures_dir, "--incremental")
     real = ingest.split_rows
 
     def grown_after_the_first_scan(rows):  # the first scan saw one row fewer than the parse will
@@ -75,9 +78,7 @@ def test_a_file_that_changes_while_it_is_read_fails_the_run(spark, tmp_path, fix
 @pytest.mark.slow
 def test_rows_of_a_split_the_first_scan_did_not_see_reach_bronze_and_fail_the_run(spark, tmp_path, fixtures_dir,
                                                                                  monkeypatch):
-    lake = Lake(str(tmp_path / "lake"))
-    argv = ["--lake", lake.root, "--input", str(fixtures_dir / "ratings_messy.csv"), "--format", "movielens",
-            "--progress-every", "0"]
+    lake, argv = messy_ratings_run(tmp_path, fixtures_dir)
     monkeypatch.setattr(ingest, "split_rows", lambda rows: [])  # as if the file's rows had arrived after the scan
     with pytest.raises(ingest.ConservationError, match="ratings_messy.csv: 0 rows when first read, 19 in bronze"):
         ingest.run(spark, ingest.build_parser().parse_args(argv))
