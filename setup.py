@@ -13,6 +13,7 @@ BATCH = [
     "pyarrow>=15",
     "numpy",
     "numba>=0.61",
+    "blis>=1.0",
     "kfp==2.17.0",
     "pyyaml",
 ]

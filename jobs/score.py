@@ -30,7 +30,7 @@ from jobs.train import latest_model_version, model_run
 from models.als import load_model
 from models.similar import (COOCCURRENCE_MEASURES, DEFAULT_MAX_ITEMS_PER_USER, SIMILAR_ITEM_IDX,
                             similar_items_als, similar_items_cooccurrence)
-from models.topn import DEFAULT_BLOCK_BYTES, DEFAULT_ITEM_BUDGET_BYTES, recommend_top_n
+from models.topn import DEFAULT_BLOCK_BYTES, DEFAULT_ITEM_BUDGET_BYTES, GEMM_BACKENDS, recommend_top_n
 from transforms import columns as C
 from transforms.training import popular_items, recent_popular_items
 
@@ -58,7 +58,9 @@ def build_parser():
                          help="cooccurrence: most recent items kept per user (bounds the self-join)")
     similar.add_argument("--min-cooccurrence", type=int, default=1,
                          help="cooccurrence: drop pairs with fewer users in common")
-    scoring = parser.add_argument_group("scoring memory")
+    scoring = parser.add_argument_group("scoring kernel and memory")
+    scoring.add_argument("--gemm", choices=GEMM_BACKENDS, default="auto",
+                         help="who computes the score blocks: BLIS, numpy's BLAS, or auto (BLIS when installed)")
     scoring.add_argument("--block-mb", type=int, default=DEFAULT_BLOCK_BYTES >> 20,
                          help="bound on one block's score matrix (users x items x 4 bytes) in a Python worker")
     scoring.add_argument("--item-budget-mb", type=int, default=DEFAULT_ITEM_BUDGET_BYTES >> 20,
@@ -81,10 +83,10 @@ def run(spark, args) -> dict:
     model = load_model(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
     where = version_predicate(model_version)
-    memory = {"block_bytes": args.block_mb << 20, "item_budget_bytes": args.item_budget_mb << 20}
+    scoring_options = {"block_bytes": args.block_mb << 20, "item_budget_bytes": args.item_budget_mb << 20, "gemm": args.gemm}
 
     top = recommend_top_n(model.user_factors, model.item_factors, training.select(C.USER_IDX, C.ITEM_IDX),
-                          n=args.n, **memory)
+                          n=args.n, **scoring_options)
     recs = (
         top.join(model.user_ids, on=C.USER_IDX).join(model.item_ids, on=C.ITEM_IDX)
         .select(F.lit(model_version).alias(C.MODEL_VERSION), C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE)
@@ -93,7 +95,7 @@ def run(spark, args) -> dict:
     tables.overwrite(recs, recs_path, partition_by=[C.MODEL_VERSION], replace_where=where)
     rec_rows = tables.last_metrics(spark, recs_path).get("numOutputRows", 0)
 
-    similar_rows = write_similar_items(spark, args, lake, model, training, model_version, memory)
+    similar_rows = write_similar_items(spark, args, lake, model, training, model_version, scoring_options)
 
     popular_n = args.popular_n or args.n
     popular = popular_items(training, n=popular_n).select(
@@ -129,7 +131,7 @@ def run(spark, args) -> dict:
     return summary
 
 
-def write_similar_items(spark, args, lake: Lake, model, training, model_version: str, memory: dict) -> int:
+def write_similar_items(spark, args, lake: Lake, model, training, model_version: str, scoring_options: dict) -> int:
     """Replace this version's rows of gold/similar_items (or remove them with --similar none); rows written."""
     path = lake.table("gold", "similar_items")
     where = version_predicate(model_version)
@@ -141,7 +143,7 @@ def write_similar_items(spark, args, lake: Lake, model, training, model_version:
     if n < 1:
         raise ValueError(f"--similar-n must be >= 1, got {n}")
     if args.similar == "als":
-        similar = similar_items_als(model.item_factors, n=n, **memory)
+        similar = similar_items_als(model.item_factors, n=n, **scoring_options)
     else:
         similar = similar_items_cooccurrence(training, n=n, measure=args.cooccurrence_measure,
                                              max_items_per_user=args.max_items_per_user,

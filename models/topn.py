@@ -6,8 +6,10 @@ afterwards (apache/spark#17742). Here:
 
 * Users stream through ``mapInArrow`` as flat Arrow buffers (no pandas object columns); their seen items come
   from one broadcast per-user index. Each Arrow batch is scored MAX_BLOCK_USERS users at a time: one float32
-  BLAS product (``user_vecs @ item_vecs.T``) into a buffer small enough to stay in the CPU cache, then
-  ``_select_rows`` (compiled with numba) reads it while it is there.
+  matrix product (``user_vecs @ item_vecs.T``) into a reused buffer, then ``_select_rows`` (compiled with numba)
+  reads it. The product is most of the work. With a rank of 32-128 the inner dimension is short, and BLAS
+  libraries differ on such shapes: BLIS (the ``blis`` package) is used when it is installed (``gemm="auto"``),
+  numpy's own BLAS otherwise (bench/results/scoring.json has the kernel figures of both).
 * The selection is exact and several times cheaper than ``np.argpartition`` (which costs more than the product):
   per row, the seen columns are set to -inf; a threshold is read from a strided sample of the row (the k-th
   largest sampled score, k chosen so that about ``OVERSAMPLE * n`` scores pass it); one pass collects the scores
@@ -43,7 +45,8 @@ OUTPUT_ARROW_SCHEMA = pa.schema([(C.USER_IDX, pa.int32()), (C.ITEM_IDX, pa.int32
 DEFAULT_BLOCK_BYTES = 256 << 20  # bound on one block's score matrix (users x items x 4 bytes)
 DEFAULT_ITEM_BUDGET_BYTES = 1 << 30  # item factors up to this size are broadcast whole, larger ones in chunks
 DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
-MAX_BLOCK_USERS = 64  # a block of scores stays in the CPU cache for the selection; larger ones gain nothing in BLAS
+MAX_BLOCK_USERS = 256  # users per matrix product: fewer, larger products amortise BLAS's packing of the items
+GEMM_BACKENDS = ("auto", "blis", "numpy")  # who computes the score blocks; "auto": blis when it is installed
 SAMPLE_COLUMNS = 1024  # columns sampled per row to estimate the candidate threshold
 OVERSAMPLE = 2.5  # aim for about this many times n candidates per row
 SAMPLED_LEVELS = 24  # the threshold is about the 24th largest sampled score (fewer when SAMPLE_COLUMNS caps it)
@@ -65,6 +68,33 @@ class TopN:
     @staticmethod
     def empty() -> "TopN":
         return TopN(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int32))
+
+
+def resolve_gemm(gemm: str = "auto") -> str:
+    """The matrix-product backend to use: ``gemm`` itself, or for "auto" "blis" when importable, else "numpy"."""
+    if gemm not in GEMM_BACKENDS:
+        raise ValueError(f"gemm must be one of {', '.join(GEMM_BACKENDS)}; got {gemm!r}")
+    if gemm != "auto":
+        return gemm
+    try:
+        import blis.py  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "blis"
+
+
+def gemm_function(gemm: str):
+    """``product(a, b, out)`` writing ``a @ b`` (float32, C-contiguous) into ``out`` with the chosen backend."""
+    gemm = resolve_gemm(gemm)
+    if gemm == "numpy":
+        return lambda a, b, out: np.matmul(a, b, out=out)
+    try:
+        from blis.py import gemm as blis_gemm
+    except ImportError as exc:
+        raise RuntimeError("the scorer was asked to use BLIS (gemm='blis', or 'auto' where the job started) but "
+                           "the blis package is not installed in this Python: install it (requirements/batch.lock) "
+                           "or pass gemm='numpy'") from exc
+    return lambda a, b, out: blis_gemm(a, b, out=out, beta=0.0)  # blis adds to out unless beta is 0
 
 
 def select_top_n(scores: np.ndarray, n: int, *, seen_starts: np.ndarray | None = None,
@@ -239,17 +269,19 @@ class BlockScorer:
     """Scores batches of users against one fixed set of items; holds the items and a reusable score buffer.
 
     ``item_idx`` must be sorted ascending (ties in score are then broken by item_idx through the column order).
-    A batch is scored ``max_block_users`` users at a time: each block's scores are one BLAS product into the
-    buffer, and the compiled selection reads them while they are still in the CPU cache.
+    A batch is scored ``max_block_users`` users at a time: each block's scores are one matrix product (``gemm``:
+    see GEMM_BACKENDS) into the buffer, which the compiled selection then reads.
     """
 
-    def __init__(self, item_idx: np.ndarray, item_vecs: np.ndarray, *, n: int, max_block_users: int):
+    def __init__(self, item_idx: np.ndarray, item_vecs: np.ndarray, *, n: int, max_block_users: int,
+                 gemm: str = "auto"):
         if len(item_idx) and np.any(np.diff(item_idx) <= 0):
             raise ValueError("item_idx must be strictly ascending")
         self.item_idx = np.asarray(item_idx, dtype=np.int32)
         self.item_vecs_t = np.ascontiguousarray(np.asarray(item_vecs, dtype=np.float32).T)  # rank x items
         self.n = n
         self.max_block_users = max(1, max_block_users)
+        self.product = gemm_function(gemm)
         size = int(self.item_idx.max()) + 1 if len(self.item_idx) else 0
         self.column_of = np.full(size, -1, dtype=np.int64)  # item_idx -> column, -1 when the item has no factors
         self.column_of[self.item_idx] = np.arange(len(self.item_idx))
@@ -284,7 +316,7 @@ class BlockScorer:
         for start in range(0, users, self.max_block_users):
             stop = min(start + self.max_block_users, users)
             scores = self._buffer(stop - start)
-            np.matmul(user_vecs[start:stop], self.item_vecs_t, out=scores)
+            self.product(user_vecs[start:stop], self.item_vecs_t, scores)
             total = _select_rows(scores, self.n, seen_starts[start:stop + 1], seen_cols, start, *out, total)
         return TopN(*(a[:total] for a in out))
 
@@ -328,7 +360,7 @@ def list_lengths_and_values(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, *, n: int,
                     block_bytes: int = DEFAULT_BLOCK_BYTES, item_budget_bytes: int = DEFAULT_ITEM_BUDGET_BYTES,
                     partitions: int | None = None,
-                    seen_broadcast_pairs: int = DEFAULT_SEEN_BROADCAST_PAIRS) -> DataFrame:
+                    seen_broadcast_pairs: int = DEFAULT_SEEN_BROADCAST_PAIRS, gemm: str = "auto") -> DataFrame:
     """(user_idx, item_idx, score, rank) for every user in ``user_factors``: n items each, seen ones excluded.
 
     ``user_factors`` (user_idx, features) and ``item_factors`` (item_idx, features) are ALS factor tables;
@@ -340,11 +372,14 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     Up to ``seen_broadcast_pairs`` seen pairs are collected once into a per-user index (8 bytes a pair) that every
     scorer receives as a broadcast, so neither the seen pairs nor the users are shuffled or joined; more than that
     and the seen lists are grouped per user and joined to the users in Spark.
+    ``gemm`` chooses the matrix-product backend (GEMM_BACKENDS); "auto" is resolved here, on the driver, so that
+    every executor uses the same one (the same scores to the last bit), and an executor without it fails clearly.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if block_bytes < 1 or item_budget_bytes < 1:
         raise ValueError(f"block_bytes and item_budget_bytes must be positive, got {block_bytes}, {item_budget_bytes}")
+    gemm = resolve_gemm(gemm)
     spark = user_factors.sparkSession
     items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
     cores = spark.sparkContext.defaultParallelism
@@ -375,7 +410,8 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
         item_idx, item_vecs = collect_factors(chunk_factors, C.ITEM_IDX, rank)
         shared = spark.sparkContext.broadcast((item_idx, item_vecs))
         del item_idx, item_vecs  # the broadcast holds them (pickled to disk), the driver need not
-        parts.append(users.mapInArrow(_partition_scorer(shared, n, rank, block_users, shared_seen), OUTPUT_SCHEMA))
+        scorer = _partition_scorer(shared, n, rank, block_users, shared_seen, gemm)
+        parts.append(users.mapInArrow(scorer, OUTPUT_SCHEMA))
     if chunks == 1:
         return parts[0]
     partial = parts[0]
@@ -386,14 +422,14 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
             .select(C.USER_IDX, C.ITEM_IDX, C.SCORE, F.col(C.RANK).cast("int").alias(C.RANK)))
 
 
-def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen=None):
+def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen=None, gemm: str = "numpy"):
     """The mapInArrow function: score each Arrow batch of (user_idx, features[, seen list]) in blocks; the seen
     items come from the batch's list column, or from the broadcast ``SeenIndex`` when one is given."""
 
     def score_partition(batches):
         item_idx, item_vecs = shared.value
         seen_index = shared_seen.value if shared_seen is not None else None
-        scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users)
+        scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users, gemm=gemm)
         for batch in batches:
             if batch.num_rows == 0:
                 continue

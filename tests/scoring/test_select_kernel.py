@@ -75,6 +75,27 @@ def test_block_scorer_excludes_seen_items_and_ignores_unknown_ones():
                     (12, 9, -3.0, 2)]
 
 
+@pytest.mark.parametrize("gemm", ["numpy", "blis"])
+def test_both_matrix_product_backends_score_every_block_like_a_brute_force(gemm):
+    """Blocks of 3 users reuse one score buffer: each product must overwrite it, not add to what it holds."""
+    rng = np.random.default_rng(11)
+    item_vecs = rng.integers(-3, 4, size=(40, 5)).astype(np.float32)  # small integers: exact float32 products
+    user_vecs = rng.integers(-3, 4, size=(10, 5)).astype(np.float32)
+    scorer = topn.BlockScorer(np.arange(40), item_vecs, n=7, max_block_users=3, gemm=gemm)
+    top = scorer.score(user_vecs, np.zeros(10, np.int64), np.empty(0, np.int64))
+    scores = user_vecs @ item_vecs.T
+    expected = [sorted(range(40), key=lambda c: (-scores[r, c], c))[:7] for r in range(10)]
+    assert as_lists(top, 10) == expected
+    assert np.array_equal(top.scores, scores[top.rows, top.cols])
+
+
+def test_gemm_backend_is_resolved_and_checked():
+    assert topn.resolve_gemm("auto") == "blis"  # installed with the batch requirements
+    assert topn.resolve_gemm("numpy") == "numpy"
+    with pytest.raises(ValueError, match="gemm must be one of auto, blis, numpy; got 'mkl'"):
+        topn.resolve_gemm("mkl")
+
+
 def test_invalid_arguments_are_named():
     with pytest.raises(ValueError, match="n must be >= 1"):
         topn.select_top_n(np.zeros((1, 3), np.float32), 0)
