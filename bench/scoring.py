@@ -26,8 +26,9 @@ Exactness: on a sample of users, each method's lists are checked against a float
 the same order, where only scores closer than a float32 rounding error (near-ties) may swap. ``exact`` is true
 when ours agrees on every sampled user; the other two are reported as ``spark_builtin_agrees``/``implicit_agrees``.
 
-The selection step is also timed alone (``kernel``): for one block of users, the BLAS product, numpy's
-argpartition on its scores, and our select_top_n, per 1,000 users, single-threaded.
+The kernel is also timed alone (``kernel``), single-threaded, per 1,000 users: the matrix product with numpy's
+BLAS and with BLIS, in blocks of 64 users and of the scorer's block size, numpy's argpartition on its scores, and
+our select_top_n.
 
 Writes bench/results/scoring.json: a list of records with users, items, rank, n, ours_s, spark_builtin_s,
 implicit_s, speedup_vs_spark, speedup_vs_implicit, exact, users_per_s figures, peak memory and the kernel times.
@@ -318,31 +319,42 @@ def reference_check(folder: Path, lists: dict[int, list[int]], n: int, items: in
     return {"sampled_users": len(sample), "agree": agree, "identical": identical, "first_mismatch": worst}
 
 
-def kernel_times(items: int, rank: int, n: int, block_users: int = 64, seed: int = 0) -> dict:
-    """Single-threaded cost per 1,000 users of the BLAS product, numpy argpartition, and our selection."""
+def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
+    """Single-threaded cost per 1,000 users of the matrix product (numpy's BLAS and BLIS, in blocks of 64 users
+    and of the scorer's MAX_BLOCK_USERS), numpy's argpartition, and our selection. Best of several rounds; the
+    products are timed in turns, so that both backends see the same background load."""
     from threadpoolctl import threadpool_limits
 
-    from models.topn import select_top_n
+    from models.topn import MAX_BLOCK_USERS, gemm_function, resolve_gemm, select_top_n
 
     rng = np.random.default_rng(seed)
-    user_vecs = rng.standard_normal((block_users, rank), dtype=np.float32)
-    item_vecs = rng.standard_normal((items, rank), dtype=np.float32)
-    scores = np.empty((block_users, items), np.float32)
+    item_vecs_t = np.ascontiguousarray(rng.standard_normal((items, rank), dtype=np.float32).T)
+    blocks = sorted({64, MAX_BLOCK_USERS})
+    users = {b: rng.standard_normal((b, rank), dtype=np.float32) for b in blocks}
+    scores = {b: np.empty((b, items), np.float32) for b in blocks}
+    backends = ["numpy"] + (["blis"] if resolve_gemm("auto") == "blis" else [])
+    best: dict[str, float] = {}
 
-    def best_of(fn, repeats=5):
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - started)
-        return best * 1000.0 * 1000 / block_users
+    def timed(key, fn, block):
+        started = time.perf_counter()
+        fn()
+        ms = (time.perf_counter() - started) * 1000.0 * 1000 / block
+        best[key] = min(best.get(key, float("inf")), ms)
 
     with threadpool_limits(1, "blas"):
-        matmul = best_of(lambda: np.matmul(user_vecs, item_vecs.T, out=scores))
-        argpartition = best_of(lambda: np.argpartition(-scores, n - 1, axis=1)[:, :n], repeats=3)
-        ours = best_of(lambda: select_top_n(scores, n))
-    return {"block_users": block_users, "matmul_ms_per_1k_users": round(matmul, 1),
-            "argpartition_ms_per_1k_users": round(argpartition, 1), "select_ms_per_1k_users": round(ours, 1)}
+        for _ in range(7):
+            for backend in backends:
+                product = gemm_function(backend)
+                for b in blocks:
+                    timed(f"matmul_{backend}_{b}_users_ms_per_1k_users",
+                          lambda: product(users[b], item_vecs_t, scores[b]), b)
+        block = MAX_BLOCK_USERS
+        for _ in range(3):
+            timed("argpartition_ms_per_1k_users", lambda: np.argpartition(-scores[block], n - 1, axis=1)[:, :n], block)
+        for _ in range(5):
+            timed("select_ms_per_1k_users", lambda: select_top_n(scores[block], n), block)
+    return {"block_users": MAX_BLOCK_USERS, "gemm": resolve_gemm("auto"),
+            **{key: round(ms, 1) for key, ms in sorted(best.items())}}
 
 
 def bench_size(users: int, items: int, rank: int, n: int, seed: int, methods: list[str], workdir: Path,
