@@ -83,7 +83,8 @@ def run(spark, args) -> dict:
     model = load_model(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
     where = version_predicate(model_version)
-    scoring_options = {"block_bytes": args.block_mb << 20, "item_budget_bytes": args.item_budget_mb << 20, "gemm": args.gemm}
+    scoring_options = {"block_bytes": args.block_mb << 20, "item_budget_bytes": args.item_budget_mb << 20,
+                       "gemm": args.gemm}
 
     top = recommend_top_n(model.user_factors, model.item_factors, training.select(C.USER_IDX, C.ITEM_IDX),
                           n=args.n, **scoring_options)
