@@ -332,7 +332,8 @@ def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
     blocks = sorted({64, MAX_BLOCK_USERS})
     users = {b: rng.standard_normal((b, rank), dtype=np.float32) for b in blocks}
     scores = {b: np.empty((b, items), np.float32) for b in blocks}
-    backends = ["numpy"] + (["blis"] if resolve_gemm("auto") == "blis" else [])
+    products = {backend: gemm_function(backend)
+                for backend in ["numpy"] + (["blis"] if resolve_gemm("auto") == "blis" else [])}
     best: dict[str, float] = {}
 
     def timed(key, fn, block):
@@ -343,8 +344,7 @@ def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
 
     with threadpool_limits(1, "blas"):
         for _ in range(7):
-            for backend in backends:
-                product = gemm_function(backend)
+            for backend, product in products.items():
                 for b in blocks:
                     timed(f"matmul_{backend}_{b}_users_ms_per_1k_users",
                           lambda: product(users[b], item_vecs_t, scores[b]), b)

@@ -422,9 +422,10 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
             .select(C.USER_IDX, C.ITEM_IDX, C.SCORE, F.col(C.RANK).cast("int").alias(C.RANK)))
 
 
-def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen=None, gemm: str = "numpy"):
+def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, gemm: str):
     """The mapInArrow function: score each Arrow batch of (user_idx, features[, seen list]) in blocks; the seen
-    items come from the batch's list column, or from the broadcast ``SeenIndex`` when one is given."""
+    items come from the batch's list column, or from the broadcast ``SeenIndex`` when one is given (not None).
+    ``gemm`` is the backend recommend_top_n resolved on the driver."""
 
     def score_partition(batches):
         item_idx, item_vecs = shared.value
