@@ -14,6 +14,7 @@ BATCH = [
     "numpy",
     "numba>=0.61",
     "blis>=1.0",
+    "threadpoolctl>=3",
     "kfp==2.17.0",
     "pyyaml",
 ]

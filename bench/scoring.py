@@ -332,8 +332,7 @@ def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
     blocks = sorted({64, MAX_BLOCK_USERS})
     users = {b: rng.standard_normal((b, rank), dtype=np.float32) for b in blocks}
     scores = {b: np.empty((b, items), np.float32) for b in blocks}
-    products = {backend: gemm_function(backend)
-                for backend in ["numpy"] + (["blis"] if resolve_gemm("auto") == "blis" else [])}
+    products = {backend: gemm_function(backend) for backend in ("numpy", "blis")}
     best: dict[str, float] = {}
 
     def timed(key, fn, block):
@@ -353,7 +352,8 @@ def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
             timed("argpartition_ms_per_1k_users", lambda: np.argpartition(-scores[block], n - 1, axis=1)[:, :n], block)
         for _ in range(5):
             timed("select_ms_per_1k_users", lambda: select_top_n(scores[block], n), block)
-    return {"block_users": MAX_BLOCK_USERS, "gemm": resolve_gemm("auto"),
+    chosen = resolve_gemm("auto", rows=MAX_BLOCK_USERS, items=items, rank=rank)
+    return {"block_users": MAX_BLOCK_USERS, "gemm": chosen,
             **{key: round(ms, 1) for key, ms in sorted(best.items())}}
 
 

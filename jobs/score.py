@@ -60,7 +60,8 @@ def build_parser():
                          help="cooccurrence: drop pairs with fewer users in common")
     scoring = parser.add_argument_group("scoring kernel and memory")
     scoring.add_argument("--gemm", choices=GEMM_BACKENDS, default="auto",
-                         help="who computes the score blocks: BLIS, numpy's BLAS, or auto (BLIS when installed)")
+                         help="who computes the score blocks: BLIS, numpy's BLAS, or auto (the faster of the two "
+                              "on this job's block shape, timed on the driver)")
     scoring.add_argument("--block-mb", type=int, default=DEFAULT_BLOCK_BYTES >> 20,
                          help="bound on one block's score matrix (users x items x 4 bytes) in a Python worker")
     scoring.add_argument("--item-budget-mb", type=int, default=DEFAULT_ITEM_BUDGET_BYTES >> 20,

@@ -8,8 +8,9 @@ afterwards (apache/spark#17742). Here:
   from one broadcast per-user index. Each Arrow batch is scored MAX_BLOCK_USERS users at a time: one float32
   matrix product (``user_vecs @ item_vecs.T``) into a reused buffer, then ``_select_rows`` (compiled with numba)
   reads it. The product is most of the work. With a rank of 32-128 the inner dimension is short, and BLAS
-  libraries differ on such shapes: BLIS (the ``blis`` package) is used when it is installed (``gemm="auto"``),
-  numpy's own BLAS otherwise (bench/results/scoring.json has the kernel figures of both).
+  libraries differ on such shapes, and which is faster depends on the CPU: ``gemm="auto"`` times BLIS (the
+  ``blis`` package) and numpy's own BLAS on the job's block shape and takes the faster (bench/results/scoring.json
+  has the kernel figures of both).
 * The selection is exact and several times cheaper than ``np.argpartition`` (which costs more than the product):
   per row, the seen columns are set to -inf; a threshold is read from a strided sample of the row (the k-th
   largest sampled score, k chosen so that about ``OVERSAMPLE * n`` scores pass it); one pass collects the scores
@@ -25,7 +26,9 @@ afterwards (apache/spark#17742). Here:
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numba
@@ -37,6 +40,8 @@ from pyspark.sql import functions as F
 
 from transforms import columns as C
 
+log = logging.getLogger(__name__)
+
 OUTPUT_SCHEMA = f"{C.USER_IDX} int, {C.ITEM_IDX} int, {C.SCORE} float, {C.RANK} int"
 SEEN = "seen_item_idx"
 OUTPUT_ARROW_SCHEMA = pa.schema([(C.USER_IDX, pa.int32()), (C.ITEM_IDX, pa.int32()), (C.SCORE, pa.float32()),
@@ -46,7 +51,11 @@ DEFAULT_BLOCK_BYTES = 256 << 20  # bound on one block's score matrix (users x it
 DEFAULT_ITEM_BUDGET_BYTES = 1 << 30  # item factors up to this size are broadcast whole, larger ones in chunks
 DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
 MAX_BLOCK_USERS = 256  # users per matrix product: fewer, larger products amortise BLAS's packing of the items
-GEMM_BACKENDS = ("auto", "blis", "numpy")  # who computes the score blocks; "auto": blis when it is installed
+GEMM_BACKENDS = ("auto", "blis", "numpy")  # who computes the score blocks; "auto": the faster here (resolve_gemm)
+AUTO_GEMM_MAX_ITEMS = 16_384  # "auto" times products of at most this many items (about 10-40 ms each)
+AUTO_GEMM_MIN_FLOPS = 50_000_000  # below this a product is too small for the backend to matter: numpy
+AUTO_GEMM_MARGIN = 0.10  # BLIS must be this much faster to be chosen over numpy's BLAS
+_AUTO_GEMM: dict[tuple[int, int, int], str] = {}  # (rows, items, rank) -> backend chosen by "auto" in this process
 SAMPLE_COLUMNS = 1024  # columns sampled per row to estimate the candidate threshold
 OVERSAMPLE = 2.5  # aim for about this many times n candidates per row
 SAMPLED_LEVELS = 24  # the threshold is about the 24th largest sampled score (fewer when SAMPLE_COLUMNS caps it)
@@ -70,8 +79,16 @@ class TopN:
         return TopN(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int32))
 
 
-def resolve_gemm(gemm: str = "auto") -> str:
-    """The matrix-product backend to use: ``gemm`` itself, or for "auto" "blis" when importable, else "numpy"."""
+def resolve_gemm(gemm: str = "auto", *, rows: int = MAX_BLOCK_USERS, items: int = 20_000, rank: int = 64) -> str:
+    """The matrix-product backend to use: ``gemm`` itself, or for "auto" the faster one on this machine.
+
+    "auto" is "numpy" when BLIS is not installed or the product is small (below AUTO_GEMM_MIN_FLOPS, where the
+    choice does not matter). Otherwise both backends are timed on one single-threaded product of the job's shape
+    (``rows`` users x ``rank``, by up to AUTO_GEMM_MAX_ITEMS of the ``items``), best of a few rounds, and BLIS is
+    chosen only when it is at least AUTO_GEMM_MARGIN faster: which one wins depends on the CPU (BLIS's kernels beat
+    OpenBLAS's on an AVX2 EPYC, OpenBLAS's AVX-512 kernels beat BLIS's on an AVX-512 EPYC by 2x; see
+    bench/results/scoring.json). The answer is remembered per shape for the life of the process.
+    """
     if gemm not in GEMM_BACKENDS:
         raise ValueError(f"gemm must be one of {', '.join(GEMM_BACKENDS)}; got {gemm!r}")
     if gemm != "auto":
@@ -80,7 +97,38 @@ def resolve_gemm(gemm: str = "auto") -> str:
         import blis.py  # noqa: F401
     except ImportError:
         return "numpy"
-    return "blis"
+    items = min(items, AUTO_GEMM_MAX_ITEMS)
+    if 2 * rows * items * rank < AUTO_GEMM_MIN_FLOPS:
+        return "numpy"
+    key = (rows, items, rank)
+    if key not in _AUTO_GEMM:
+        seconds = time_gemm(rows, items, rank)
+        _AUTO_GEMM[key] = "blis" if seconds["blis"] * (1 + AUTO_GEMM_MARGIN) < seconds["numpy"] else "numpy"
+        log.info("gemm=auto chose %s for %d x %d x %d products (one product, single-threaded: numpy %.1f ms, "
+                 "blis %.1f ms)", _AUTO_GEMM[key], rows, rank, items, seconds["numpy"] * 1e3, seconds["blis"] * 1e3)
+    return _AUTO_GEMM[key]
+
+
+def time_gemm(rows: int, items: int, rank: int, rounds: int = 3) -> dict[str, float]:
+    """Best-of-``rounds`` seconds of one float32 (rows x rank) @ (rank x items) product per installed backend, the
+    backends in turns (the same background load for both), numpy's BLAS limited to one thread as in a Spark task."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    left = rng.standard_normal((rows, rank), dtype=np.float32)
+    right = np.ascontiguousarray(rng.standard_normal((items, rank), dtype=np.float32).T)
+    out = np.empty((rows, items), dtype=np.float32)
+    backends = {name: gemm_function(name) for name in ("numpy", "blis")}
+    best = {name: math.inf for name in backends}
+    with threadpool_limits(1, "blas"):
+        for product in backends.values():  # warm: first-call set-up, pages of ``out``
+            product(left, right, out)
+        for _ in range(rounds):
+            for name, product in backends.items():
+                started = time.perf_counter()
+                product(left, right, out)
+                best[name] = min(best[name], time.perf_counter() - started)
+    return best
 
 
 def gemm_function(gemm: str):
@@ -281,7 +329,9 @@ class BlockScorer:
         self.item_vecs_t = np.ascontiguousarray(np.asarray(item_vecs, dtype=np.float32).T)  # rank x items
         self.n = n
         self.max_block_users = max(1, max_block_users)
-        self.product = gemm_function(gemm)
+        self.gemm = resolve_gemm(gemm, rows=self.max_block_users, items=len(self.item_idx),
+                                 rank=self.item_vecs_t.shape[0])
+        self.product = gemm_function(self.gemm)
         size = int(self.item_idx.max()) + 1 if len(self.item_idx) else 0
         self.column_of = np.full(size, -1, dtype=np.int64)  # item_idx -> column, -1 when the item has no factors
         self.column_of[self.item_idx] = np.arange(len(self.item_idx))
@@ -372,14 +422,15 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     Up to ``seen_broadcast_pairs`` seen pairs are collected once into a per-user index (8 bytes a pair) that every
     scorer receives as a broadcast, so neither the seen pairs nor the users are shuffled or joined; more than that
     and the seen lists are grouped per user and joined to the users in Spark.
-    ``gemm`` chooses the matrix-product backend (GEMM_BACKENDS); "auto" is resolved here, on the driver, so that
-    every executor uses the same one (the same scores to the last bit), and an executor without it fails clearly.
+    ``gemm`` chooses the matrix-product backend (GEMM_BACKENDS); "auto" is resolved here, on the driver, by timing
+    both on this job's block shape (resolve_gemm), so that every executor uses the same one (the same scores to the
+    last bit) and an executor without it fails clearly. Pin it when the driver's CPU differs from the executors'.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if block_bytes < 1 or item_budget_bytes < 1:
         raise ValueError(f"block_bytes and item_budget_bytes must be positive, got {block_bytes}, {item_budget_bytes}")
-    gemm = resolve_gemm(gemm)
+    resolve_gemm(gemm, rows=1, items=1, rank=1)  # a bad name fails before any Spark work
     spark = user_factors.sparkSession
     items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
     cores = spark.sparkContext.defaultParallelism
@@ -404,6 +455,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     chunks = max(1, math.ceil(items_count * rank * 4 / item_budget_bytes))
     chunk_items = math.ceil(items_count / chunks)
     block_users = max(1, min(MAX_BLOCK_USERS, block_bytes // (4 * chunk_items)))
+    gemm = resolve_gemm(gemm, rows=block_users, items=chunk_items, rank=rank)
     parts = []
     for chunk in range(chunks):
         chunk_factors = item_factors if chunks == 1 else item_factors.where(F.pmod(C.ITEM_IDX, F.lit(chunks)) == chunk)

@@ -90,10 +90,33 @@ def test_both_matrix_product_backends_score_every_block_like_a_brute_force(gemm)
 
 
 def test_gemm_backend_is_resolved_and_checked():
-    assert topn.resolve_gemm("auto") == "blis"  # installed with the batch requirements
     assert topn.resolve_gemm("numpy") == "numpy"
+    assert topn.resolve_gemm("blis") == "blis"
+    assert topn.resolve_gemm("auto", rows=8, items=300, rank=4) == "numpy"  # too small to be worth timing
     with pytest.raises(ValueError, match="gemm must be one of auto, blis, numpy; got 'mkl'"):
         topn.resolve_gemm("mkl")
+
+
+@pytest.mark.parametrize("blis_ms, numpy_ms, chosen", [(10.0, 20.0, "blis"), (10.0, 10.5, "numpy"),
+                                                       (20.0, 10.0, "numpy")])
+def test_auto_gemm_takes_blis_only_when_clearly_faster_and_remembers_per_shape(monkeypatch, blis_ms, numpy_ms,
+                                                                              chosen):
+    calls = []
+
+    def timings(rows, items, rank):
+        calls.append((rows, items, rank))
+        return {"blis": blis_ms / 1e3, "numpy": numpy_ms / 1e3}
+
+    monkeypatch.setattr(topn, "time_gemm", timings)
+    monkeypatch.setattr(topn, "_AUTO_GEMM", {})
+    assert topn.resolve_gemm("auto", rows=256, items=100_000, rank=64) == chosen
+    assert topn.resolve_gemm("auto", rows=256, items=50_000, rank=64) == chosen  # same capped shape: no new timing
+    assert calls == [(256, topn.AUTO_GEMM_MAX_ITEMS, 64)]
+
+
+def test_gemm_timing_measures_both_installed_backends():
+    seconds = topn.time_gemm(64, 2048, 32, rounds=2)
+    assert set(seconds) == {"numpy", "blis"} and all(0 < s < 1 for s in seconds.values())
 
 
 def test_invalid_arguments_are_named():
