@@ -16,7 +16,10 @@ user activity, weights 1..5) is written once to Parquet and given to every metho
   serialisation, native BLAS; ``tuned-java`` is tuned with the Java BLAS.
 
 Per iteration time is the slope between two fits with different ``maxIter`` (so set-up, the first pass over the
-data and the NaN check, the fixed cost of a fit, are excluded); ``fixed_s`` is the intercept. Each Spark process
+data and the NaN check, the fixed cost of a fit, are excluded); ``fixed_s`` is the intercept. Each ``maxIter`` is
+fitted ``--rounds`` times by Spark and ``--implicit-rounds`` times by implicit, in turns, and the fastest fit of
+each is used (a slope from single fits moved 2x between runs on the shared 2-core machine); every time is kept in
+``spark_times`` / ``implicit_times``. Each Spark process
 first runs a 1-iteration warm-up fit (JIT, first jobs), which is not timed. The machine is
 shared: the 1-minute load average before each measurement is recorded with it.
 
@@ -85,7 +88,12 @@ def slope(points: list[tuple[int, float]]) -> tuple[float, float]:
     return per_iter, t1 - per_iter * i1
 
 
-def time_implicit(path: Path, rank: int, iters: tuple[int, int], threads: int) -> dict:
+def best_points(times: dict[int, list[float]]) -> list[tuple[int, float]]:
+    """(maxIter, fastest of its fits): on a shared machine the load only ever adds time."""
+    return [(n, min(ts)) for n, ts in times.items()]
+
+
+def time_implicit(path: Path, rank: int, iters: tuple[int, int], threads: int, rounds: int) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
     import scipy.sparse as sp
@@ -95,21 +103,23 @@ def time_implicit(path: Path, rank: int, iters: tuple[int, int], threads: int) -
     t = pq.read_table(path)
     u, i, w = (t[c].to_numpy() for c in ("user_idx", "item_idx", "weight"))
     matrix = sp.csr_matrix((w, (u, i)), shape=(int(u.max()) + 1, int(i.max()) + 1), dtype=np.float32)
-    points = []
+    times: dict[int, list[float]] = {n: [] for n in iters}
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; it asks for single-threaded BLAS
-        for n in iters:
-            model = AlternatingLeastSquares(factors=rank, iterations=n, regularization=0.1, alpha=1.0,
-                                            num_threads=threads, random_state=1)
-            t0 = time.perf_counter()
-            model.fit(matrix, show_progress=False)
-            points.append((n, time.perf_counter() - t0))
+        for _ in range(rounds):
+            for n in iters:
+                model = AlternatingLeastSquares(factors=rank, iterations=n, regularization=0.1, alpha=1.0,
+                                                num_threads=threads, random_state=1)
+                t0 = time.perf_counter()
+                model.fit(matrix, show_progress=False)
+                times[n].append(time.perf_counter() - t0)
+    points = best_points(times)
     per_iter, fixed = slope(points)
     blas = [f"{x.get('internal_api')} {x.get('version')} {x.get('architecture')}" for x in threadpool_info()
             if x.get("user_api") == "blas"]
-    return {"s_per_iter": per_iter, "fixed_s": fixed, "points": points, "blas": blas}
+    return {"s_per_iter": per_iter, "fixed_s": fixed, "points": points, "times": times, "blas": blas}
 
 
-def time_spark(path: str, rank: int, iters: tuple[int, int], variant: str) -> dict:
+def time_spark(path: str, rank: int, iters: tuple[int, int], variant: str, rounds: int) -> dict:
     """Runs inside a fresh process: one session, two fits of the same input."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -132,24 +142,26 @@ def time_spark(path: str, rank: int, iters: tuple[int, int], variant: str) -> di
                    checkpoint_dir=checkpoints)
     warm.model.userFactors.unpersist()
     warm.model.itemFactors.unpersist()
-    points = []
-    for n in iters:
-        params = AlsParams(rank=rank, max_iter=n, reg_param=0.1, alpha=1.0, implicit=True, seed=1,
-                           checkpoint_interval=max(iters) + 1, **spec["params"])
-        t0 = time.perf_counter()
-        trained = fit_als(data, params, checkpoint_dir=checkpoints)
-        points.append((n, time.perf_counter() - t0))
-        trained.model.userFactors.unpersist()
-        trained.model.itemFactors.unpersist()
+    times: dict[int, list[float]] = {n: [] for n in iters}
+    for _ in range(rounds):
+        for n in iters:
+            params = AlsParams(rank=rank, max_iter=n, reg_param=0.1, alpha=1.0, implicit=True, seed=1,
+                               checkpoint_interval=max(iters) + 1, **spec["params"])
+            t0 = time.perf_counter()
+            trained = fit_als(data, params, checkpoint_dir=checkpoints)
+            times[n].append(time.perf_counter() - t0)
+            trained.model.userFactors.unpersist()
+            trained.model.itemFactors.unpersist()
+    points = best_points(times)
     per_iter, fixed = slope(points)
     blas = blas_implementation(spark)
     spark.stop()
-    return {"s_per_iter": per_iter, "fixed_s": fixed, "points": points, "blas": blas}
+    return {"s_per_iter": per_iter, "fixed_s": fixed, "points": points, "times": times, "blas": blas}
 
 
-def run_spark_variant(path: Path, rank: int, iters: tuple[int, int], variant: str) -> dict:
+def run_spark_variant(path: Path, rank: int, iters: tuple[int, int], variant: str, rounds: int) -> dict:
     cmd = [sys.executable, __file__, "--spark-child", str(path), "--rank", str(rank),
-           "--iters", f"{iters[0]},{iters[1]}", "--variant", variant]
+           "--iters", f"{iters[0]},{iters[1]}", "--variant", variant, "--rounds", str(rounds)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
     if out.returncode != 0:
         raise RuntimeError(f"spark variant {variant} failed:\n{out.stderr[-3000:]}")
@@ -165,6 +177,9 @@ def main(argv=None) -> int:
                         help="Spark variants at the first size")
     parser.add_argument("--large-variants", default="tuned,tuned-java", help="Spark variants at the other sizes")
     parser.add_argument("--threads", type=int, default=2, help="implicit's threads (= Spark's local cores)")
+    parser.add_argument("--rounds", type=int, default=2, help="fits of Spark per maxIter value (the fastest kept)")
+    parser.add_argument("--implicit-rounds", type=int, default=3,
+                        help="fits of implicit per maxIter value (the fastest kept)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--spark-child", default=None, help=argparse.SUPPRESS)
@@ -172,7 +187,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     iters = tuple(int(x) for x in args.iters.split(","))
     if args.spark_child:
-        print(json.dumps(time_spark(args.spark_child, args.rank, iters, args.variant)))
+        print(json.dumps(time_spark(args.spark_child, args.rank, iters, args.variant, args.rounds)))
         return 0
 
     records = []
@@ -186,10 +201,10 @@ def main(argv=None) -> int:
                 # implicit is timed right before each Spark variant: on a shared machine the load drifts, and a
                 # ratio is only fair between measurements taken under the same load
                 load = os.getloadavg()[0]
-                ref = time_implicit(path, args.rank, iters, args.threads)
+                ref = time_implicit(path, args.rank, iters, args.threads, args.implicit_rounds)
                 print(f"  implicit   {ref['s_per_iter']:.3f} s/iter (fixed {ref['fixed_s']:.2f} s, load {load:.1f})",
                       flush=True)
-                got = run_spark_variant(path, args.rank, iters, variant)
+                got = run_spark_variant(path, args.rank, iters, variant, args.rounds)
                 load_after = os.getloadavg()[0]
                 record = {**shape, "rank": args.rank, "iterations": list(iters), "variant": variant,
                           "spark_s_per_iter": round(got["s_per_iter"], 3),
@@ -197,6 +212,7 @@ def main(argv=None) -> int:
                           "ratio": round(got["s_per_iter"] / ref["s_per_iter"], 2),
                           "spark_fixed_s": round(got["fixed_s"], 2), "implicit_fixed_s": round(ref["fixed_s"], 2),
                           "spark_points": got["points"], "implicit_points": ref["points"],
+                          "spark_times": got["times"], "implicit_times": ref["times"],
                           "spark_blas": got["blas"], "implicit_blas": ref["blas"],
                           "load_avg_1m_before": round(load, 1), "load_avg_1m_after": round(load_after, 1),
                           "cores": os.cpu_count(), "python": platform.python_version(),
