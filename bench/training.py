@@ -88,9 +88,19 @@ def slope(points: list[tuple[int, float]]) -> tuple[float, float]:
     return per_iter, t1 - per_iter * i1
 
 
-def best_points(times: dict[int, list[float]]) -> list[tuple[int, float]]:
-    """(maxIter, fastest of its fits): on a shared machine the load only ever adds time."""
-    return [(n, min(ts)) for n, ts in times.items()]
+def time_fits(fit, iters: tuple[int, int], rounds: int) -> tuple[list[tuple[int, float]], dict[int, list[float]]]:
+    """Call ``fit(max_iter)`` ``rounds`` times for each of ``iters``, in turns; (points: each maxIter with its
+    fastest fit, since on a shared machine the load only ever adds time; every time measured). What ``fit``
+    returns, if not None, is called after its time is taken (clean-up that is not part of the fit)."""
+    times: dict[int, list[float]] = {n: [] for n in iters}
+    for _ in range(rounds):
+        for n in iters:
+            t0 = time.perf_counter()
+            cleanup = fit(n)
+            times[n].append(time.perf_counter() - t0)
+            if cleanup is not None:
+                cleanup()
+    return [(n, min(ts)) for n, ts in times.items()], times
 
 
 def time_implicit(path: Path, rank: int, iters: tuple[int, int], threads: int, rounds: int) -> dict:
@@ -103,16 +113,13 @@ def time_implicit(path: Path, rank: int, iters: tuple[int, int], threads: int, r
     t = pq.read_table(path)
     u, i, w = (t[c].to_numpy() for c in ("user_idx", "item_idx", "weight"))
     matrix = sp.csr_matrix((w, (u, i)), shape=(int(u.max()) + 1, int(i.max()) + 1), dtype=np.float32)
-    times: dict[int, list[float]] = {n: [] for n in iters}
+
+    def fit(n: int) -> None:
+        AlternatingLeastSquares(factors=rank, iterations=n, regularization=0.1, alpha=1.0, num_threads=threads,
+                                random_state=1).fit(matrix, show_progress=False)
+
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; it asks for single-threaded BLAS
-        for _ in range(rounds):
-            for n in iters:
-                model = AlternatingLeastSquares(factors=rank, iterations=n, regularization=0.1, alpha=1.0,
-                                                num_threads=threads, random_state=1)
-                t0 = time.perf_counter()
-                model.fit(matrix, show_progress=False)
-                times[n].append(time.perf_counter() - t0)
-    points = best_points(times)
+        points, times = time_fits(fit, iters, rounds)
     per_iter, fixed = slope(points)
     blas = [f"{x.get('internal_api')} {x.get('version')} {x.get('architecture')}" for x in threadpool_info()
             if x.get("user_api") == "blas"]
@@ -142,17 +149,13 @@ def time_spark(path: str, rank: int, iters: tuple[int, int], variant: str, round
                    checkpoint_dir=checkpoints)
     warm.model.userFactors.unpersist()
     warm.model.itemFactors.unpersist()
-    times: dict[int, list[float]] = {n: [] for n in iters}
-    for _ in range(rounds):
-        for n in iters:
-            params = AlsParams(rank=rank, max_iter=n, reg_param=0.1, alpha=1.0, implicit=True, seed=1,
-                               checkpoint_interval=max(iters) + 1, **spec["params"])
-            t0 = time.perf_counter()
-            trained = fit_als(data, params, checkpoint_dir=checkpoints)
-            times[n].append(time.perf_counter() - t0)
-            trained.model.userFactors.unpersist()
-            trained.model.itemFactors.unpersist()
-    points = best_points(times)
+    def fit(n: int):
+        params = AlsParams(rank=rank, max_iter=n, reg_param=0.1, alpha=1.0, implicit=True, seed=1,
+                           checkpoint_interval=max(iters) + 1, **spec["params"])
+        model = fit_als(data, params, checkpoint_dir=checkpoints).model
+        return lambda: (model.userFactors.unpersist(), model.itemFactors.unpersist())
+
+    points, times = time_fits(fit, iters, rounds)
     per_iter, fixed = slope(points)
     blas = blas_implementation(spark)
     spark.stop()

@@ -79,6 +79,12 @@ class TopN:
         return TopN(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int32))
 
 
+def check_gemm(gemm: str) -> None:
+    """ValueError unless ``gemm`` names a backend (GEMM_BACKENDS)."""
+    if gemm not in GEMM_BACKENDS:
+        raise ValueError(f"gemm must be one of {', '.join(GEMM_BACKENDS)}; got {gemm!r}")
+
+
 def resolve_gemm(gemm: str = "auto", *, rows: int = MAX_BLOCK_USERS, items: int = 20_000, rank: int = 64) -> str:
     """The matrix-product backend to use: ``gemm`` itself, or for "auto" the faster one on this machine.
 
@@ -89,8 +95,7 @@ def resolve_gemm(gemm: str = "auto", *, rows: int = MAX_BLOCK_USERS, items: int 
     OpenBLAS's on an AVX2 EPYC, OpenBLAS's AVX-512 kernels beat BLIS's on an AVX-512 EPYC by 2x; see
     bench/results/scoring.json). The answer is remembered per shape for the life of the process.
     """
-    if gemm not in GEMM_BACKENDS:
-        raise ValueError(f"gemm must be one of {', '.join(GEMM_BACKENDS)}; got {gemm!r}")
+    check_gemm(gemm)
     if gemm != "auto":
         return gemm
     try:
@@ -329,9 +334,8 @@ class BlockScorer:
         self.item_vecs_t = np.ascontiguousarray(np.asarray(item_vecs, dtype=np.float32).T)  # rank x items
         self.n = n
         self.max_block_users = max(1, max_block_users)
-        self.gemm = resolve_gemm(gemm, rows=self.max_block_users, items=len(self.item_idx),
-                                 rank=self.item_vecs_t.shape[0])
-        self.product = gemm_function(self.gemm)
+        self.product = gemm_function(resolve_gemm(gemm, rows=self.max_block_users, items=len(self.item_idx),
+                                                  rank=self.item_vecs_t.shape[0]))
         size = int(self.item_idx.max()) + 1 if len(self.item_idx) else 0
         self.column_of = np.full(size, -1, dtype=np.int64)  # item_idx -> column, -1 when the item has no factors
         self.column_of[self.item_idx] = np.arange(len(self.item_idx))
@@ -430,7 +434,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
         raise ValueError(f"n must be >= 1, got {n}")
     if block_bytes < 1 or item_budget_bytes < 1:
         raise ValueError(f"block_bytes and item_budget_bytes must be positive, got {block_bytes}, {item_budget_bytes}")
-    resolve_gemm(gemm, rows=1, items=1, rank=1)  # a bad name fails before any Spark work
+    check_gemm(gemm)  # before any Spark work; "auto" is resolved once the block shape is known
     spark = user_factors.sparkSession
     items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
     cores = spark.sparkContext.defaultParallelism
