@@ -10,10 +10,12 @@ user activity, weights 1..5) is written once to Parquet and given to every metho
   on the same CSR user x item matrix, same rank.
 * ``spark`` variants, each in a fresh process with a fresh JVM (local[2]): ``fit_als`` with the settings of
   the variant. ``defaults`` is Spark's own settings (10 user/item blocks, input not cached, Java serialiser)
-  with the native BLAS (OpenBLAS through netlib's JNIBLAS); ``java-blas`` is the same with netlib's Java
+  with the system's native BLAS (OpenBLAS through netlib's JNIBLAS); ``java-blas`` is the same with netlib's Java
   fallback forced (``-Ddev.ludovic.netlib.blas.nativeLib=none.so``; on Java 17 that is VectorBLAS, SIMD
-  through jdk.incubator.vector); ``tuned`` is blocks = cores, input cached and materialised, Kryo
-  serialisation, native BLAS; ``tuned-java`` is tuned with the Java BLAS.
+  through jdk.incubator.vector); ``tuned`` is what the product runs: blocks = cores, input cached and
+  materialised, Kryo serialisation, and our dspr/daxpy library in front of OpenBLAS (models/als_blas.py,
+  built by ``make als-blas``); ``tuned-openblas`` is tuned on OpenBLAS alone (what the library saves);
+  ``tuned-java`` is tuned with the Java BLAS.
 
 Per iteration time is the slope between two fits with different ``maxIter`` (so set-up, the first pass over the
 data and the NaN check, the fixed cost of a fit, are excluded); ``fixed_s`` is the intercept. Each ``maxIter`` is
@@ -41,14 +43,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "training.json"
 
+SYSTEM_BLAS = "-Ddev.ludovic.netlib.blas.nativeLib=libblas.so.3"  # netlib's default: OpenBLAS alone, without ours
 # Each Spark variant: fit_als params and Spark settings (the JVM is fresh for each, so settings take effect).
 VARIANTS = {
     "java-blas": {"conf": {"spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.nativeLib=none.so "
                                                             "-Ddev.ludovic.netlib.lapack.nativeLib=none.so"},
                   "params": {"num_blocks": 10}, "cache_input": False},
-    "defaults": {"conf": {}, "params": {"num_blocks": 10}, "cache_input": False},
+    "defaults": {"conf": {"spark.driver.extraJavaOptions": SYSTEM_BLAS}, "params": {"num_blocks": 10},
+                 "cache_input": False},
+    # what fit_als and the session factory do: our dspr/daxpy library in front of OpenBLAS (models/als_blas.py)
     "tuned": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer"},
               "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
+    # as tuned, but OpenBLAS alone (libblas.so.3, netlib's default): what our library saves
+    "tuned-openblas": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+                                "spark.driver.extraJavaOptions": SYSTEM_BLAS},
+                       "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
     # as tuned, but netlib's Java BLAS (VectorBLAS on Java 17+): Spark's NormalEquation makes one dspr and one
     # daxpy call per rating, and at small ranks the JNI crossing costs more than the arithmetic
     "tuned-java": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
@@ -157,7 +166,11 @@ def time_spark(path: str, rank: int, iters: tuple[int, int], variant: str, round
 
     points, times = time_fits(fit, iters, rounds)
     per_iter, fixed = slope(points)
+    from models.als_blas import loaded_library
+
     blas = blas_implementation(spark)
+    if blas.endswith("JNIBLAS"):
+        blas += f" ({loaded_library(spark) or 'libblas.so.3'})"
     spark.stop()
     return {"s_per_iter": per_iter, "fixed_s": fixed, "points": points, "times": times, "blas": blas}
 
@@ -176,9 +189,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="1000000,10000000", help="distinct pairs per data set, comma list")
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--iters", default="2,6", help="the two maxIter values whose time difference is measured")
-    parser.add_argument("--variants", default="java-blas,defaults,tuned,tuned-java",
+    parser.add_argument("--variants", default="java-blas,defaults,tuned-openblas,tuned,tuned-java",
                         help="Spark variants at the first size")
-    parser.add_argument("--large-variants", default="tuned,tuned-java", help="Spark variants at the other sizes")
+    parser.add_argument("--large-variants", default="tuned-openblas,tuned,tuned-java", help="Spark variants at the other sizes")
     parser.add_argument("--threads", type=int, default=2, help="implicit's threads (= Spark's local cores)")
     parser.add_argument("--rounds", type=int, default=2, help="fits of Spark per maxIter value (the fastest kept)")
     parser.add_argument("--implicit-rounds", type=int, default=3,

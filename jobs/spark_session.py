@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from models import als_blas
+
 log = logging.getLogger(__name__)
 
 SCALA_VERSION = "2.13"
@@ -81,7 +83,8 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
     """Return the active session or build one with Delta configured.
 
     ``conf`` overrides every default; ``jars_dir`` (or $RECSYS_JARS_DIR) replaces the Ivy download with
-    local jars. PYSPARK_PYTHON is pinned to this interpreter so workers never start another Python.
+    local jars. PYSPARK_PYTHON is pinned to this interpreter so workers never start another Python. The JVMs
+    load Spark ALS's BLAS library (models/als_blas.py) when it is built, unless ``conf`` picks netlib's BLAS.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     active = SparkSession.getActiveSession()
@@ -96,6 +99,7 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
     effective_master = _launcher_master() if submitted else (master or settings.get("spark.master", "local[*]"))
     if PYTHON_DAEMON_MODULE_CONF not in settings and use_worker_daemon(effective_master):
         settings[PYTHON_DAEMON_MODULE_CONF] = PYTHON_WORKER_DAEMON
+    settings = _with_als_blas(settings, submitted)
 
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
@@ -146,6 +150,27 @@ def use_worker_daemon(master: str | None, env: dict | None = None, version: tupl
     if env.get(WORKER_DAEMON_ENV) in ("0", "1"):
         return env[WORKER_DAEMON_ENV] == "1"
     return (master or "local[*]").startswith("local")
+
+
+def _with_als_blas(settings: dict[str, str], submitted: bool) -> dict[str, str]:
+    """Add the Java option that loads Spark ALS's BLAS library to the JVMs this session starts.
+
+    Run by this process, the session starts the driver JVM (local mode: the executors too), so both options are
+    set. Under spark-submit the driver JVM runs already (its options are spark-submit's: the SparkApplications
+    and ``--driver-java-options`` set them); only the executors, started later, can still get it, and their
+    option is merged with what spark-submit was given.
+    """
+    path = als_blas.library_path()
+    if path is None:
+        return settings
+    if not submitted:
+        return als_blas.add_java_options(settings, path)
+    from pyspark import SparkConf
+
+    key = "spark.executor.extraJavaOptions"
+    launched = SparkConf().get(key, "") or ""
+    base = {key: settings.get(key) or launched}
+    return {**settings, **als_blas.add_java_options(base, path, keys=(key,))}
 
 
 def _launcher_master() -> str | None:

@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 
 from jobs import tables
 from jobs.cli import Lake, add_lake_arg, base_parser, spark_from_args
+from models import als_blas
 from models.als import AlsParams, blas_implementation, fit_als, save_model
 from transforms import columns as C
 
@@ -197,6 +198,7 @@ def run(spark, args) -> dict:
         "code_version": code_version(),
         "users": counts["users"], "items": counts["items"], "rows": counts["rows"],
         "blas": blas_implementation(spark),
+        "blas_library": als_blas.loaded_library(spark) or "libblas.so.3",
         "metrics": metrics,
     }
     save_model(trained, model_dir,

@@ -15,6 +15,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from models import als_blas
 from models.base import FactorRecommender, NotFittedError, read_model_file, write_model_file
 from transforms import columns as C
 
@@ -115,20 +116,28 @@ def blas_implementation(spark: SparkSession) -> str:
 def warn_if_java_blas(spark: SparkSession) -> bool:
     """Log a warning (once per session) when ALS would run on a scalar Java BLAS; True when the BLAS is fast.
 
-    Fast: JNIBLAS (a native libblas.so.3 such as OpenBLAS) or VectorBLAS (netlib's SIMD Java BLAS, used on
-    Java 16+ when jdk.incubator.vector is loaded, as Spark 4 does). Slow: F2jBLAS / Java8BLAS / Java11BLAS,
-    the scalar fallback, many times slower. Note (bench/results/training.json): Spark's ALS makes one small
-    dspr + daxpy call per rating, so at ranks around 32 VectorBLAS measured faster here than OpenBLAS through
-    JNI (the JNI crossing costs more than the arithmetic). Fix for the slow case: install libopenblas0-pthread
-    (``make blas``; the Docker image has it) or run on Java 17+.
+    Fast: JNIBLAS (a native libblas.so.3 such as OpenBLAS, best with our dspr/daxpy library in front of it, see
+    models/als_blas.py) or VectorBLAS (netlib's SIMD Java BLAS, used on Java 16+ when jdk.incubator.vector is
+    loaded, as Spark 4 does). Slow: F2jBLAS / Java8BLAS / Java11BLAS, the scalar fallback, many times slower.
+    Fix for the slow case: install libopenblas0-pthread (``make blas``; the Docker image has it) or run on
+    Java 17+. When our library is loaded, its dspr and daxpy are checked once against netlib's Java BLAS
+    (models.als_blas.check_against_java): a wrong result stops the fit with AlsBlasError.
     """
     name = blas_implementation(spark)
     fast = name.endswith("JNIBLAS") or name.endswith("VectorBLAS")
     key = id(spark.sparkContext)
-    if not fast and key not in _blas_checked:
+    if key in _blas_checked:
+        return fast
+    if not fast:
         log.warning("Spark ALS falls back to a scalar Java BLAS (%s), many times slower: install "
                     "libopenblas0-pthread (apt-get install libopenblas0-pthread) so that dev.ludovic.netlib loads "
                     "libblas.so.3, or run Spark on Java 17+ (VectorBLAS). Executors on other hosts need it too.", name)
+    library = als_blas.loaded_library(spark)
+    if name.endswith("JNIBLAS") and library:
+        als_blas.check_against_java(spark)
+        log.info("Spark ALS BLAS: %s (dspr, daxpy) in front of libblas.so.3", library)
+    elif name.endswith("JNIBLAS"):
+        log.info("Spark ALS BLAS: libblas.so.3 alone; `make als-blas` builds the faster dspr/daxpy library")
     _blas_checked.add(key)
     return fast
 
