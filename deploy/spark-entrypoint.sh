@@ -14,7 +14,9 @@ case "${1:-}" in
     ;;
   executor)
     shift
-    exec java ${SPARK_JAVA_OPT_0:-} -Xms"${SPARK_EXECUTOR_MEMORY}" -Xmx"${SPARK_EXECUTOR_MEMORY}" \
+    # spark.executor.extraJavaOptions arrives split into SPARK_JAVA_OPT_0, _1, ... (one per option), in order
+    mapfile -t java_opts < <(env | grep '^SPARK_JAVA_OPT_' | sort -t_ -k4 -n | sed 's/^[^=]*=//')
+    exec java "${java_opts[@]}" -Xms"${SPARK_EXECUTOR_MEMORY}" -Xmx"${SPARK_EXECUTOR_MEMORY}" \
       -cp "${SPARK_HOME}/conf:${SPARK_HOME}/jars/*" \
       org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend \
       --driver-url "${SPARK_DRIVER_URL}" --executor-id "${SPARK_EXECUTOR_ID}" \

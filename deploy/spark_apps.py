@@ -84,7 +84,12 @@ NIGHTLY = Step("nightly", "nightly", ("--lake", "{lake}", "--input", "{input}", 
                executor_memory="6g", needs_snapshot_volume=True)
 STEP_BY_NAME = {s.name: s for s in STEPS + (NIGHTLY,)}
 
+# Spark ALS's dspr/daxpy library, built into the image (deploy/Dockerfile.batch, models/als_blas.py). Drivers are
+# started by spark-submit before any Python runs, so the option has to be here, not only in the session factory.
+ALS_BLAS_JAVA_OPTION = f"-Ddev.ludovic.netlib.blas.nativeLibPath={CODE_DIR}/build/native/librecsys_als_blas.so"
 SPARK_CONF = {
+    "spark.driver.extraJavaOptions": ALS_BLAS_JAVA_OPTION,
+    "spark.executor.extraJavaOptions": ALS_BLAS_JAVA_OPTION,
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "spark.sql.session.timeZone": "UTC",

@@ -55,6 +55,19 @@ def test_image_and_spark_version_are_pinned_together():
         assert spec["sparkVersion"] in spec["image"].rsplit(":", 1)[1]
 
 
+def test_drivers_and_executors_load_the_als_blas_library_the_image_builds():
+    from models import als_blas
+
+    in_image = Path(spark_apps.CODE_DIR) / als_blas.DEFAULT_LIBRARY.relative_to(REPO)
+    dockerfile = (REPO / "deploy" / "Dockerfile.batch").read_text()
+    assert f"COPY --from=als-blas /out/{als_blas.LIBRARY_NAME} {als_blas.DEFAULT_LIBRARY.relative_to(REPO)}" in dockerfile
+    assert f"{als_blas.LIBRARY_ENV}={in_image}" in dockerfile
+    for step in spark_apps.STEPS + (spark_apps.NIGHTLY,):
+        conf = spark_apps.spark_application_spec(step, {})["sparkConf"]
+        for key in als_blas.JAVA_OPTION_KEYS:
+            assert als_blas.java_option(in_image) in conf[key].split()
+
+
 @pytest.mark.parametrize("step", spark_apps.STEPS + (spark_apps.NIGHTLY,), ids=lambda s: s.name)
 def test_step_arguments_are_accepted_by_the_jobs_own_parser(step):
     module = importlib.import_module(f"jobs.{step.job}")
