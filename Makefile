@@ -94,6 +94,12 @@ $(ALS_BLAS): models/native/als_blas.c
 	$(CC) -O3 -fPIC -shared -Wall -Wextra -o $@.tmp $< -Wl,--no-as-needed -l:libblas.so.3
 	@mv $@.tmp $@ && echo "built $@ (Spark ALS's dspr/daxpy in front of $$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo libblas.so.3))"
 
+## The per-rating BLAS call of Spark ALS (dspr + daxpy through JNI), our library vs OpenBLAS alone, ranks 16-128;
+## writes bench/results/als_blas.json. About 2 minutes.
+.PHONY: bench-als-blas
+bench-als-blas: $(VENV)/.installed als-blas
+	$(PY) bench/als_blas.py
+
 ## Benchmark ALS training per iteration against the implicit library (requirements/dev.lock) at 1M and 10M
 ## pairs; writes bench/results/training.json. Takes many minutes.
 .PHONY: bench-training

@@ -8,9 +8,9 @@ links to ``libblas.so.3`` for everything else; netlib loads it when the JVM is s
 ``-Ddev.ludovic.netlib.blas.nativeLibPath=<library>``, which the session factory (jobs/spark_session.py) adds to
 the driver's and the executors' Java options whenever the library is there.
 
-Measured on a 2-core AVX-512 EPYC (bench/results/training.json, variant ``tuned`` against ``tuned-openblas``):
-see the README's benchmark table. A single dspr + daxpy pair through JNI at rank 32: 190-250 ns against
-390-450 ns with OpenBLAS alone (the JNI crossing of the two calls is about 110 ns of it).
+Measured on a 2-core AVX-512 EPYC: one dspr + daxpy pair through JNI takes 200 ns instead of 455 ns at rank 32
+(1.5x-2.3x at ranks 16-128, bench/results/als_blas.json, of which the two JNI crossings are about 110 ns), and an
+ALS iteration runs 1.27x-1.42x faster at 1M-10M pairs (bench/results/training.json, ``tuned`` vs ``tuned-openblas``).
 
 Where the library comes from:
 * ``make als-blas`` (part of ``make setup``) compiles it to build/native/librecsys_als_blas.so with the
