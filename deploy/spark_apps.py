@@ -18,9 +18,11 @@ import argparse
 import copy
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
+
+from models import als_blas
 
 SPARK_VERSION = "4.1.4"  # = the pinned pyspark; the image is built from the same requirements/batch.lock
 IMAGE_TAG = f"0.1.0-spark{SPARK_VERSION}"
@@ -86,7 +88,7 @@ STEP_BY_NAME = {s.name: s for s in STEPS + (NIGHTLY,)}
 
 # Spark ALS's dspr/daxpy library, built into the image (deploy/Dockerfile.batch, models/als_blas.py). Drivers are
 # started by spark-submit before any Python runs, so the option has to be here, not only in the session factory.
-ALS_BLAS_JAVA_OPTION = f"-Ddev.ludovic.netlib.blas.nativeLibPath={CODE_DIR}/build/native/librecsys_als_blas.so"
+ALS_BLAS_JAVA_OPTION = als_blas.java_option(PurePosixPath(CODE_DIR) / als_blas.LIBRARY_IN_REPO)
 SPARK_CONF = {
     "spark.driver.extraJavaOptions": ALS_BLAS_JAVA_OPTION,
     "spark.executor.extraJavaOptions": ALS_BLAS_JAVA_OPTION,

@@ -165,19 +165,21 @@ def _with_als_blas(settings: dict[str, str], submitted: bool) -> dict[str, str]:
         return settings
     if not submitted:
         return als_blas.add_java_options(settings, path)
-    from pyspark import SparkConf
-
     key = "spark.executor.extraJavaOptions"
-    launched = SparkConf().get(key, "") or ""
-    base = {key: settings.get(key) or launched}
+    base = {key: settings.get(key) or _launcher_setting(key, "")}
     return {**settings, **als_blas.add_java_options(base, path, keys=(key,))}
 
 
-def _launcher_master() -> str | None:
-    """The master spark-submit was given (read from the running JVM's configuration)."""
+def _launcher_setting(key: str, default: str | None = None) -> str | None:
+    """A setting spark-submit was given (read from the running JVM's configuration)."""
     from pyspark import SparkConf
 
-    return SparkConf().get("spark.master", None)
+    return SparkConf().get(key, default)
+
+
+def _launcher_master() -> str | None:
+    """The master spark-submit was given."""
+    return _launcher_setting("spark.master")
 
 
 def _keep_jars_off_python_path(spark: SparkSession) -> None:

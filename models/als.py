@@ -138,7 +138,7 @@ def warn_if_java_blas(spark: SparkSession) -> bool:
         log.info("Spark ALS BLAS: %s (dspr, daxpy) in front of libblas.so.3", library)
     elif name.endswith("JNIBLAS"):
         built = als_blas.library_path()
-        chosen = spark._jvm.java.lang.System.getProperty(als_blas.NETLIB_CHOICE)  # noqa: SLF001 - py4j
+        chosen = als_blas.jvm_property(spark, als_blas.NETLIB_CHOICE)
         if built is not None and not chosen:  # built, but this JVM was started without it (spark-submit's driver)
             log.warning("The driver JVM was started without %s (spark-submit starts it before this session): "
                         "executors this session starts load it, but a local master's ALS runs on libblas.so.3 "

@@ -23,17 +23,14 @@ Without it ALS still runs, on OpenBLAS alone (or netlib's Java BLAS), only slowe
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 LIBRARY_ENV = "RECSYS_ALS_BLAS"
 SYSTEM = "system"
 LIBRARY_NAME = "librecsys_als_blas.so"
-SOURCE = Path(__file__).resolve().parent / "native" / "als_blas.c"
-DEFAULT_LIBRARY = Path(__file__).resolve().parents[1] / "build" / "native" / LIBRARY_NAME
+LIBRARY_IN_REPO = Path("build") / "native" / LIBRARY_NAME  # where `make als-blas` and the batch image put it
+DEFAULT_LIBRARY = Path(__file__).resolve().parents[1] / LIBRARY_IN_REPO
 NETLIB_LIBRARY_PATH = "dev.ludovic.netlib.blas.nativeLibPath"
 # Any of these in a JVM's options means the caller chose netlib's BLAS already: we leave it alone.
 NETLIB_CHOICE = "dev.ludovic.netlib.blas.nativeLib"
@@ -86,9 +83,14 @@ def add_java_options(settings: dict[str, str], path: Path | None, keys=JAVA_OPTI
     return out
 
 
+def jvm_property(spark, name: str) -> str | None:
+    """A system property of the driver JVM (None when unset)."""
+    return spark._jvm.java.lang.System.getProperty(name)  # noqa: SLF001 - py4j
+
+
 def loaded_library(spark) -> str | None:
     """The library path the driver JVM was told to load (None: netlib's default, libblas.so.3)."""
-    return spark._jvm.java.lang.System.getProperty(NETLIB_LIBRARY_PATH)  # noqa: SLF001 - py4j
+    return jvm_property(spark, NETLIB_LIBRARY_PATH)
 
 
 def check_against_java(spark, sizes=(1, 7, 32)) -> float:

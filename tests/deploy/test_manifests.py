@@ -58,9 +58,10 @@ def test_image_and_spark_version_are_pinned_together():
 def test_drivers_and_executors_load_the_als_blas_library_the_image_builds():
     from models import als_blas
 
-    in_image = Path(spark_apps.CODE_DIR) / als_blas.DEFAULT_LIBRARY.relative_to(REPO)
+    assert als_blas.DEFAULT_LIBRARY == REPO / als_blas.LIBRARY_IN_REPO
+    in_image = Path(spark_apps.CODE_DIR) / als_blas.LIBRARY_IN_REPO
     dockerfile = (REPO / "deploy" / "Dockerfile.batch").read_text()
-    assert f"COPY --from=als-blas /out/{als_blas.LIBRARY_NAME} {als_blas.DEFAULT_LIBRARY.relative_to(REPO)}" in dockerfile
+    assert f"COPY --from=als-blas /out/{als_blas.LIBRARY_NAME} {als_blas.LIBRARY_IN_REPO}" in dockerfile
     assert f"{als_blas.LIBRARY_ENV}={in_image}" in dockerfile
     for step in spark_apps.STEPS + (spark_apps.NIGHTLY,):
         conf = spark_apps.spark_application_spec(step, {})["sparkConf"]
