@@ -14,10 +14,13 @@ afterwards (apache/spark#17742). Here:
 * The selection is exact and several times cheaper than ``np.argpartition`` (which costs more than the product):
   per row, the seen columns are set to -inf; a threshold is read from a strided sample of the row (the k-th
   largest sampled score, k chosen so that about ``OVERSAMPLE * n`` scores pass it); one pass collects the scores
-  at or above it; the sampled levels trim them to about n; one sort of unique 64-bit keys (score bits, column)
+  at or above it (64 columns at a time: a vectorised compare builds a bit mask, and only its set bits are
+  visited); a quickselect cuts them to the n best (ties kept); one sort of unique 64-bit keys (score bits, column)
   orders them. A row where fewer than n pass gets every finite score as candidate instead, so no row can miss an
   item: the top N always lie above the threshold.
 * Order: score descending, ties broken by item_idx ascending, so the output equals a brute-force full sort.
+* The seen pairs are collected (and broadcast) in a driver thread while the item factors are: the two set-up
+  chains overlap instead of adding up.
 * Item factors that fit ``item_budget_bytes`` are broadcast once. Larger ones are split into chunks that do fit:
   every user is scored against each chunk (partial top N per chunk, one broadcast at a time), and the partial
   lists are merged with a window ordered the same way. The result is the same, the memory is bounded.
@@ -501,7 +504,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     # Spark jobs, and the driver's own part of each (Arrow to numpy, grouping, pickling) overlaps the other's.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recsys-seen-index")
     try:
-        pending_seen = pool.submit(inheritable_thread_target(_broadcast_seen), seen, seen_broadcast_pairs)
+        pending_seen = pool.submit(inheritable_thread_target(spark)(_broadcast_seen), seen, seen_broadcast_pairs)
         items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
         if items_count == 0:
             return spark.createDataFrame([], OUTPUT_SCHEMA)

@@ -243,7 +243,7 @@ def cross_validate(data: DataFrame, configs: list[dict], *, implicit: bool, fold
             rows = [run_one(t) for t in tasks]
         else:
             with ThreadPoolExecutor(max_workers=parallelism) as pool:
-                rows = list(pool.map(inheritable_thread_target(run_one), tasks))
+                rows = list(pool.map(inheritable_thread_target(data.sparkSession)(run_one), tasks))
     finally:
         for fs in fold_sets:
             fs.unpersist()

@@ -21,7 +21,7 @@ def as_lists(top: topn.TopN, rows: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("cols,n", [(7, 3), (60, 100), (3000, 10), (5000, 100)])
+@pytest.mark.parametrize("cols,n", [(7, 3), (60, 100), (3000, 10), (4097, 100), (5000, 100)])
 def test_select_top_n_equals_brute_force(seed, cols, n):
     rng = np.random.default_rng(seed)
     rows = 25
@@ -37,6 +37,26 @@ def test_select_top_n_equals_brute_force(seed, cols, n):
         picked = top.rows == r
         assert top.ranks[picked].tolist() == list(range(1, picked.sum() + 1))
         assert np.array_equal(top.scores[picked], scores[r, top.cols[picked]])
+
+
+def test_nan_scores_are_never_selected():
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((6, 4160)).astype(np.float32)  # 65 chunks of 64 columns
+    scores[rng.random(scores.shape) < 0.3] = np.nan
+    scores[1, 63:65] = 50.0  # the best two straddle a 64-column chunk boundary
+    top = topn.select_top_n(scores, 40)
+    assert as_lists(top, 6) == brute_force(np.where(np.isnan(scores), -np.inf, scores), 40)
+    assert as_lists(top, 6)[1][:2] == [63, 64]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quickselect_finds_the_kth_largest(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        size = int(rng.integers(1, 400))
+        values = (rng.integers(-4, 5, size) if seed % 2 else rng.standard_normal(size)).astype(np.float32)
+        k = int(rng.integers(0, size))
+        assert topn._kth_largest(values.copy(), k) == np.sort(values)[::-1][k]
 
 
 def test_a_misleading_sample_falls_back_to_the_exact_threshold():
