@@ -512,7 +512,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
         chunk_items = math.ceil(items_count / chunks)
         block_users = max(1, min(MAX_BLOCK_USERS, block_bytes // (4 * chunk_items)))
         gemm = resolve_gemm(gemm, rows=block_users, items=chunk_items, rank=rank)
-        first_items = _broadcast_items(item_factors, chunks, 0, rank) if chunks == 1 else None
+        first_items = _broadcast_items(item_factors, chunks, 0, rank)
         items_s = time.perf_counter() - started
         shared_seen, seen_pairs = pending_seen.result()
     finally:
@@ -533,8 +533,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
 
     parts = []
     for chunk in range(chunks):
-        shared = first_items if chunk == 0 and first_items is not None else _broadcast_items(item_factors, chunks,
-                                                                                             chunk, rank)
+        shared = first_items if chunk == 0 else _broadcast_items(item_factors, chunks, chunk, rank)
         scorer = _partition_scorer(shared, n, rank, block_users, shared_seen, gemm)
         parts.append(users.mapInArrow(scorer, OUTPUT_SCHEMA))
     if chunks == 1:
@@ -560,8 +559,8 @@ def _broadcast_items(item_factors: DataFrame, chunks: int, chunk: int, rank: int
     broadcast it as (item_idx ascending, vectors)."""
     chunk_factors = item_factors if chunks == 1 else item_factors.where(F.pmod(C.ITEM_IDX, F.lit(chunks)) == chunk)
     item_idx, item_vecs = collect_factors(chunk_factors, C.ITEM_IDX, rank)
-    return item_factors.sparkSession.sparkContext.broadcast((item_idx, item_vecs))  # pickled to disk: the driver
-    # keeps no copy once the arrays go out of scope
+    # the broadcast holds them (pickled to disk): the driver keeps no copy once this returns
+    return item_factors.sparkSession.sparkContext.broadcast((item_idx, item_vecs))
 
 
 def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, gemm: str):
