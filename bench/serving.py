@@ -68,10 +68,10 @@ class FloorModel:
     """
 
     def __init__(self, **parameters):
-        # The same Seldon as the lookup service runs: with its empty-metrics-update fix (see there).
-        from deploy.recommender_service import skip_empty_metric_updates
+        # The same Seldon as the lookup service runs: with its fixes to Seldon's metrics updates (see there).
+        from deploy.recommender_service import patch_seldon_metric_updates
 
-        skip_empty_metric_updates()
+        patch_seldon_metric_updates()
         self.parameters = parameters
 
     def predict_raw(self, request):
