@@ -90,7 +90,7 @@ def patch_seldon_metric_updates() -> None:
     def update(self, custom_metrics, method):
         if not custom_metrics:
             return
-        pid = os.getpid()  # a lock per process: one created before a fork must not be shared with the child
+        pid = os.getpid()  # a lock per process: a lock held by another thread when a worker forks stays held in it
         lock = _METRIC_UPDATE_LOCKS.get(pid) or _METRIC_UPDATE_LOCKS.setdefault(pid, threading.Lock())
         with lock:
             original(self, custom_metrics, method)
