@@ -66,7 +66,16 @@ _METRIC_TYPES = {"COUNTER": prediction_pb2.Metric.COUNTER, "GAUGE": prediction_p
                  "TIMER": prediction_pb2.Metric.TIMER}
 
 
-_METRIC_UPDATE_LOCKS: dict[int, threading.Lock] = {}
+_METRIC_UPDATE_LOCK = threading.Lock()
+
+
+def _new_metric_update_lock() -> None:
+    # A lock another thread held when a process forked would stay held in the child: each child starts with its own.
+    global _METRIC_UPDATE_LOCK
+    _METRIC_UPDATE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_metric_update_lock)
 
 
 def patch_seldon_metric_updates() -> None:
@@ -90,9 +99,7 @@ def patch_seldon_metric_updates() -> None:
     def update(self, custom_metrics, method):
         if not custom_metrics:
             return
-        pid = os.getpid()  # a lock per process: a lock held by another thread when a worker forks stays held in it
-        lock = _METRIC_UPDATE_LOCKS.get(pid) or _METRIC_UPDATE_LOCKS.setdefault(pid, threading.Lock())
-        with lock:
+        with _METRIC_UPDATE_LOCK:
             original(self, custom_metrics, method)
 
     update.recsys_patched = True
