@@ -80,19 +80,19 @@ blas:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends libopenblas0-pthread; \
 	else echo "as root run: apt-get install -y libopenblas0-pthread  (Spark ALS falls back to a slow Java BLAS without it)"; fi
 
-## Spark ALS's dspr/daxpy library (models/native/als_blas.c, see models/als_blas.py): netlib loads it in front of
-## libblas.so.3 and ALS iterates 1.27x-1.42x faster at rank 32 (1M-10M pairs). Needs cc and libblas.so.3 (make blas);
-## without them ALS runs on OpenBLAS alone. The session factory finds it in build/native/ (or $$RECSYS_ALS_BLAS).
+## Spark ALS's dspr/daxpy/dppsv library (models/native/als_blas.c, see models/als_blas.py): netlib loads it in front
+## of libblas.so.3 and liblapack.so.3, and ALS iterates faster (bench/results/training.json). Needs cc, libblas.so.3
+## and liblapack.so.3 (make blas); without them ALS runs on OpenBLAS alone. The session factory finds it in build/native/ (or $$RECSYS_ALS_BLAS).
 ALS_BLAS := build/native/librecsys_als_blas.so
 .PHONY: als-blas
 als-blas: $(ALS_BLAS)
 $(ALS_BLAS): models/native/als_blas.c
 	@-$(MAKE) --no-print-directory blas
 	@mkdir -p $(dir $@)
-	@if ! ldconfig -p | grep -q 'libblas\.so\.3 '; then \
-	  echo "WARNING: no libblas.so.3 (make blas): Spark ALS's BLAS library not built, ALS runs on netlib's Java BLAS" >&2; exit 1; fi
-	$(CC) -O3 -fPIC -shared -Wall -Wextra -o $@.tmp $< -Wl,--no-as-needed -l:libblas.so.3
-	@mv $@.tmp $@ && echo "built $@ (Spark ALS's dspr/daxpy in front of $$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo libblas.so.3))"
+	@if ! ldconfig -p | grep -q 'libblas\.so\.3 ' || ! ldconfig -p | grep -q 'liblapack\.so\.3 '; then \
+	  echo "WARNING: no libblas.so.3 or liblapack.so.3 (make blas): Spark ALS's BLAS library not built, ALS runs on netlib's defaults" >&2; exit 1; fi
+	$(CC) -O3 -fPIC -shared -Wall -Wextra -o $@.tmp $< -Wl,--no-as-needed -l:libblas.so.3 -l:liblapack.so.3 -lm
+	@mv $@.tmp $@ && echo "built $@ (Spark ALS's dspr/daxpy/dppsv in front of $$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo libblas.so.3))"
 
 ## The per-rating BLAS call of Spark ALS (dspr + daxpy through JNI), our library vs OpenBLAS alone, ranks 16-128;
 ## writes bench/results/als_blas.json. About 2 minutes.

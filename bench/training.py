@@ -13,9 +13,10 @@ user activity, weights 1..5) is written once to Parquet and given to every metho
   with the system's native BLAS (OpenBLAS through netlib's JNIBLAS); ``java-blas`` is the same with netlib's Java
   fallback forced (``-Ddev.ludovic.netlib.blas.nativeLib=none.so``; on Java 17 that is VectorBLAS, SIMD
   through jdk.incubator.vector); ``tuned`` is what the product runs: blocks = cores, input cached and
-  materialised, Kryo serialisation, and our dspr/daxpy library in front of OpenBLAS (models/als_blas.py,
+  materialised, Kryo serialisation, and our dspr/daxpy/dppsv library in front of OpenBLAS (models/als_blas.py,
   built by ``make als-blas``); ``tuned-openblas`` is tuned on OpenBLAS alone (what the library saves);
-  ``tuned-java`` is tuned with the Java BLAS.
+  ``tuned-system-lapack`` is tuned with our dspr/daxpy but OpenBLAS's dppsv (what our dppsv saves; not in the
+  default lists); ``tuned-java`` is tuned with the Java BLAS.
 
 Per iteration time is the slope between two fits with different ``maxIter`` (so set-up, the first pass over the
 data and the NaN check, the fixed cost of a fit, are excluded); ``fixed_s`` is the intercept. Each ``maxIter`` is
@@ -43,7 +44,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "training.json"
 
-SYSTEM_BLAS = "-Ddev.ludovic.netlib.blas.nativeLib=libblas.so.3"  # netlib's default: OpenBLAS alone, without ours
+# netlib's defaults: OpenBLAS alone (BLAS and LAPACK), without ours
+SYSTEM_BLAS = "-Ddev.ludovic.netlib.blas.nativeLib=libblas.so.3 -Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"
+
+
+def als_blas_option(which: str) -> str:
+    """The Java option that loads our library as netlib's ``which`` (blas or lapack), if it is built."""
+    sys.path.insert(0, str(ROOT))
+    from models import als_blas
+
+    path = als_blas.library_path()
+    return f"-Ddev.ludovic.netlib.{which}.nativeLibPath={path}" if path else ""
+
+
 # Each Spark variant: fit_als params and Spark settings (the JVM is fresh for each, so settings take effect).
 VARIANTS = {
     "java-blas": {"conf": {"spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.nativeLib=none.so "
@@ -51,9 +64,15 @@ VARIANTS = {
                   "params": {"num_blocks": 10}, "cache_input": False},
     "defaults": {"conf": {"spark.driver.extraJavaOptions": SYSTEM_BLAS}, "params": {"num_blocks": 10},
                  "cache_input": False},
-    # what fit_als and the session factory do: our dspr/daxpy library in front of OpenBLAS (models/als_blas.py)
+    # what fit_als and the session factory do: our dspr/daxpy/dppsv library in front of OpenBLAS (models/als_blas.py)
     "tuned": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer"},
               "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
+    # as tuned, but the solves on OpenBLAS's LAPACK (our dspr/daxpy only): what our dppsv saves
+    "tuned-system-lapack": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+                                     "spark.driver.extraJavaOptions": f"{als_blas_option('blas')} "
+                                                                      "-Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"},
+                            "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"},
+                            "cache_input": True},
     # as tuned, but OpenBLAS alone (libblas.so.3, netlib's default): what our library saves
     "tuned-openblas": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
                                 "spark.driver.extraJavaOptions": SYSTEM_BLAS},
@@ -166,11 +185,11 @@ def time_spark(path: str, rank: int, iters: tuple[int, int], variant: str, round
 
     points, times = time_fits(fit, iters, rounds)
     per_iter, fixed = slope(points)
-    from models.als_blas import loaded_library
+    from models.als_blas import loaded_lapack_library, loaded_library
 
     blas = blas_implementation(spark)
     if blas.endswith("JNIBLAS"):
-        blas += f" ({loaded_library(spark) or 'libblas.so.3'})"
+        blas += f" ({loaded_library(spark) or 'libblas.so.3'}; LAPACK {loaded_lapack_library(spark) or 'liblapack.so.3'})"
     spark.stop()
     return {"s_per_iter": per_iter, "fixed_s": fixed, "points": points, "times": times, "blas": blas}
 

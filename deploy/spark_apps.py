@@ -86,8 +86,9 @@ NIGHTLY = Step("nightly", "nightly", ("--lake", "{lake}", "--input", "{input}", 
                executor_memory="6g", needs_snapshot_volume=True)
 STEP_BY_NAME = {s.name: s for s in STEPS + (NIGHTLY,)}
 
-# Spark ALS's dspr/daxpy library, built into the image (deploy/Dockerfile.batch, models/als_blas.py). Drivers are
-# started by spark-submit before any Python runs, so the option has to be here, not only in the session factory.
+# Spark ALS's dspr/daxpy/dppsv library, built into the image (deploy/Dockerfile.batch, models/als_blas.py), as
+# netlib's BLAS and LAPACK. Drivers are started by spark-submit before any Python runs, so the options have to be
+# here, not only in the session factory.
 ALS_BLAS_JAVA_OPTION = als_blas.java_option(PurePosixPath(CODE_DIR) / als_blas.LIBRARY_IN_REPO)
 SPARK_CONF = {
     "spark.driver.extraJavaOptions": ALS_BLAS_JAVA_OPTION,

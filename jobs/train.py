@@ -199,6 +199,7 @@ def run(spark, args) -> dict:
         "users": counts["users"], "items": counts["items"], "rows": counts["rows"],
         "blas": blas_implementation(spark),
         "blas_library": als_blas.loaded_library(spark) or "libblas.so.3",
+        "lapack_library": als_blas.loaded_lapack_library(spark) or "liblapack.so.3",
         "metrics": metrics,
     }
     save_model(trained, model_dir,

@@ -120,7 +120,7 @@ def warn_if_java_blas(spark: SparkSession) -> bool:
     models/als_blas.py) or VectorBLAS (netlib's SIMD Java BLAS, used on Java 16+ when jdk.incubator.vector is
     loaded, as Spark 4 does). Slow: F2jBLAS / Java8BLAS / Java11BLAS, the scalar fallback, many times slower.
     Fix for the slow case: install libopenblas0-pthread (``make blas``; the Docker image has it) or run on
-    Java 17+. When our library is loaded, its dspr and daxpy are checked once against netlib's Java BLAS
+    Java 17+. When our library is loaded, its dspr, daxpy and dppsv are checked once against netlib's Java code
     (models.als_blas.check_against_java): a wrong result stops the fit with AlsBlasError.
     """
     name = blas_implementation(spark)
@@ -135,17 +135,19 @@ def warn_if_java_blas(spark: SparkSession) -> bool:
     library = als_blas.loaded_library(spark)
     if name.endswith("JNIBLAS") and library:
         als_blas.check_against_java(spark)
-        log.info("Spark ALS BLAS: %s (dspr, daxpy) in front of libblas.so.3", library)
+        lapack = als_blas.loaded_lapack_library(spark)
+        log.info("Spark ALS BLAS: %s (dspr, daxpy) in front of libblas.so.3; LAPACK: %s", library,
+                 f"{lapack} (dppsv) in front of liblapack.so.3" if lapack else "liblapack.so.3")
     elif name.endswith("JNIBLAS"):
         built = als_blas.library_path()
-        chosen = als_blas.jvm_property(spark, als_blas.NETLIB_CHOICE)
+        chosen = als_blas.jvm_property(spark, als_blas.NETLIB_BLAS_LIBRARY)
         if built is not None and not chosen:  # built, but this JVM was started without it (spark-submit's driver)
             log.warning("The driver JVM was started without %s (spark-submit starts it before this session): "
                         "executors this session starts load it, but a local master's ALS runs on libblas.so.3 "
                         "alone, about 1.3x slower per iteration. Pass --driver-java-options %s to spark-submit.",
                         built, als_blas.java_option(built))
         else:
-            log.info("Spark ALS BLAS: libblas.so.3 alone; `make als-blas` builds the faster dspr/daxpy library")
+            log.info("Spark ALS BLAS: libblas.so.3 alone; `make als-blas` builds the faster dspr/daxpy/dppsv library")
     _blas_checked.add(key)
     return fast
 

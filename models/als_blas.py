@@ -1,16 +1,20 @@
-"""The BLAS that Spark ALS loads: our small dspr/daxpy library in front of the system's OpenBLAS.
+"""The BLAS and LAPACK that Spark ALS loads: our small dspr/daxpy/dppsv library in front of the system's OpenBLAS.
 
 Spark's ALS (ALS.NormalEquation.add) makes one ``dspr`` and one ``daxpy`` call through dev.ludovic.netlib's
 JNIBLAS for every rating of every half-iteration, with vectors of the model's rank. OpenBLAS computes a dspr of
 size n < 100 as n separate axpy kernel calls, so at rank 32 that one call costs more than the JNI crossing and the
-rest of the loop together. ``models/native/als_blas.c`` implements just these two routines as vectorised loops and
-links to ``libblas.so.3`` for everything else; netlib loads it when the JVM is started with
-``-Ddev.ludovic.netlib.blas.nativeLibPath=<library>``, which the session factory (jobs/spark_session.py) adds to
-the driver's and the executors' Java options whenever the library is there.
+rest of the loop together. Then every user and every item solves its normal equations with LAPACK's ``dppsv``
+(ALS.CholeskySolver, through JNILAPACK), which OpenBLAS runs as the reference LAPACK: one dtpsv and one ddot call
+per column, about 8 us at rank 32. ``models/native/als_blas.c`` implements just these three routines as
+vectorised loops (dppsv: 2.4x-2.5x faster at ranks 32-64) and links to ``libblas.so.3`` and ``liblapack.so.3``
+for everything else; netlib loads it when the JVM is started with ``-Ddev.ludovic.netlib.blas.nativeLibPath=``
+and ``-Ddev.ludovic.netlib.lapack.nativeLibPath=<library>``, which the session factory (jobs/spark_session.py)
+adds to the driver's and the executors' Java options whenever the library is there.
 
-Measured on a 2-core AVX-512 EPYC: one dspr + daxpy pair through JNI takes 200 ns instead of 455 ns at rank 32
-(1.5x-2.3x at ranks 16-128, bench/results/als_blas.json, of which the two JNI crossings are about 110 ns), and an
-ALS iteration runs 1.27x-1.42x faster at 1M-10M pairs (bench/results/training.json, ``tuned`` vs ``tuned-openblas``).
+Measured (bench/results/als_blas.json): one dspr + daxpy pair through JNI takes 374 instead of 555 ns at rank 32
+on a 2-core AVX2 EPYC (200 instead of 455 ns on an AVX-512 one; the two JNI crossings are about 110 ns), and one
+dppsv 4.5 instead of 9.7 us at rank 32, 121 instead of 189 us at rank 128. An ALS iteration at rank 32 runs
+1.27x-1.42x faster at 1M-10M pairs (bench/results/training.json, ``tuned`` vs ``tuned-openblas``).
 
 Where the library comes from:
 * ``make als-blas`` (part of ``make setup``) compiles it to build/native/librecsys_als_blas.so with the
@@ -32,8 +36,11 @@ LIBRARY_NAME = "librecsys_als_blas.so"
 LIBRARY_IN_REPO = Path("build") / "native" / LIBRARY_NAME  # where `make als-blas` and the batch image put it
 DEFAULT_LIBRARY = Path(__file__).resolve().parents[1] / LIBRARY_IN_REPO
 NETLIB_LIBRARY_PATH = "dev.ludovic.netlib.blas.nativeLibPath"
-# Any of these in a JVM's options means the caller chose netlib's BLAS already: we leave it alone.
-NETLIB_CHOICE = "dev.ludovic.netlib.blas.nativeLib"
+NETLIB_LAPACK_LIBRARY_PATH = "dev.ludovic.netlib.lapack.nativeLibPath"
+# Either of these (nativeLib=... or nativeLibPath=...) in a JVM's options means the caller chose netlib's BLAS or
+# LAPACK already: we leave the options alone, so a choice such as bench/training.py's OpenBLAS-alone variant holds.
+NETLIB_BLAS_LIBRARY = "dev.ludovic.netlib.blas.nativeLib"
+NETLIB_CHOICES = (NETLIB_BLAS_LIBRARY, "dev.ludovic.netlib.lapack.nativeLib")
 JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
@@ -63,21 +70,23 @@ def library_path(env: dict | None = None) -> Path | None:
 
 
 def java_option(path: Path) -> str:
-    return f"-D{NETLIB_LIBRARY_PATH}={path}"
+    """The Java options (one string, two options) that make netlib load ``path`` as its BLAS and its LAPACK."""
+    return f"-D{NETLIB_LIBRARY_PATH}={path} -D{NETLIB_LAPACK_LIBRARY_PATH}={path}"
 
 
 def add_java_options(settings: dict[str, str], path: Path | None, keys=JAVA_OPTION_KEYS) -> dict[str, str]:
-    """Append the library's Java option to each of ``keys`` in ``settings`` (a copy is returned).
+    """Append the library's Java options to each of ``keys`` in ``settings`` (a copy is returned).
 
-    A value that already picks netlib's BLAS (``-Ddev.ludovic.netlib.blas.nativeLib...``) is kept as it is: an
-    explicit choice, such as bench/training.py's Java-BLAS variants, wins.
+    A value that already picks netlib's BLAS or LAPACK (``-Ddev.ludovic.netlib.blas.nativeLib...``,
+    ``-Ddev.ludovic.netlib.lapack.nativeLib...``) is kept as it is: an explicit choice, such as
+    bench/training.py's Java-BLAS variants, wins.
     """
     out = dict(settings)
     if path is None:
         return out
     for key in keys:
         current = out.get(key, "").strip()
-        if NETLIB_CHOICE in current:
+        if any(choice in current for choice in NETLIB_CHOICES):
             continue
         out[key] = f"{current} {java_option(path)}".strip()
     return out
@@ -89,30 +98,46 @@ def jvm_property(spark, name: str) -> str | None:
 
 
 def loaded_library(spark) -> str | None:
-    """The library path the driver JVM was told to load (None: netlib's default, libblas.so.3)."""
+    """The BLAS library path the driver JVM was told to load (None: netlib's default, libblas.so.3)."""
     return jvm_property(spark, NETLIB_LIBRARY_PATH)
 
 
+def loaded_lapack_library(spark) -> str | None:
+    """The LAPACK library path the driver JVM was told to load (None: netlib's default, liblapack.so.3)."""
+    return jvm_property(spark, NETLIB_LAPACK_LIBRARY_PATH)
+
+
 def check_against_java(spark, sizes=(1, 7, 32)) -> float:
-    """Compare the driver JVM's native dspr and daxpy with netlib's Java BLAS on small random vectors.
+    """Compare the driver JVM's native dspr, daxpy and dppsv with netlib's Java BLAS and LAPACK on small random
+    inputs.
 
     Returns the largest relative difference; raises AlsBlasError above 1e-12 (rounding differs only in the last
-    bits: fused multiply-adds). Costs a few milliseconds of py4j calls; fit_als runs it once per session when our
-    library is loaded, so a miscompiled library stops training instead of producing wrong factors.
+    bits: fused multiply-adds, another order of the Cholesky updates). Costs a few tens of milliseconds of py4j calls;
+    fit_als runs it once per session when our library is loaded, so a miscompiled library stops training instead
+    of producing wrong factors.
     """
     import random
+    import struct
+
+    from py4j.java_gateway import get_field
 
     jvm = spark._jvm  # noqa: SLF001 - py4j
     gateway = spark.sparkContext._gateway  # noqa: SLF001
     native = jvm.dev.ludovic.netlib.blas.NativeBLAS.getInstance()
     java = jvm.dev.ludovic.netlib.blas.JavaBLAS.getInstance()
+    native_lapack = jvm.dev.ludovic.netlib.lapack.NativeLAPACK.getInstance()
+    java_lapack = jvm.dev.ludovic.netlib.lapack.JavaLAPACK.getInstance()
     rng = random.Random(7)
 
-    def jarray(values):
+    def jarray(values):  # one py4j call per array (big-endian bytes through a ByteBuffer), not one per element
         array = gateway.new_array(gateway.jvm.double, len(values))
-        for i, v in enumerate(values):
-            array[i] = v
+        jvm.java.nio.ByteBuffer.wrap(bytearray(struct.pack(f">{len(values)}d", *values))).asDoubleBuffer().get(array)
         return array
+
+    def pylist(array):
+        buffer = jvm.java.nio.ByteBuffer.allocate(8 * len(array))
+        buffer.asDoubleBuffer().put(array)
+        return list(struct.unpack(f">{len(array)}d", bytes(buffer.array())))
 
     worst = 0.0
     for n in sizes:
@@ -122,16 +147,31 @@ def check_against_java(spark, sizes=(1, 7, 32)) -> float:
             got, want = jarray(start), jarray(start)
             native.dspr(uplo, n, 0.75, jarray(x), 1, got)
             java.dspr(uplo, n, 0.75, jarray(x), 1, want)
-            worst = max(worst, _relative_difference(list(got), list(want)))
+            worst = max(worst, _relative_difference(pylist(got), pylist(want)))
         y = [rng.uniform(-1, 1) for _ in range(n)]
         got, want = jarray(y), jarray(y)
         native.daxpy(n, -1.25, jarray(x), 1, got, 1)
         java.daxpy(n, -1.25, jarray(x), 1, want, 1)
-        worst = max(worst, _relative_difference(list(got), list(want)))
+        worst = max(worst, _relative_difference(pylist(got), pylist(want)))
+        # a normal equation as ALS builds it: a sum of x x' plus n on the diagonal (positive definite)
+        vectors = [[rng.uniform(-1, 1) for _ in range(n)] for _ in range(n + 2)]
+        gram = [sum(v[i] * v[j] for v in vectors) + (n if i == j else 0.0) for j in range(n) for i in range(j + 1)]
+        for uplo in ("U", "L"):
+            packed = gram if uplo == "U" else [gram[i * (i + 1) // 2 + j] for j in range(n) for i in range(j, n)]
+            results = []
+            for lapack in (native_lapack, java_lapack):
+                ap, b, info = jarray(packed), jarray(y), jvm.org.netlib.util.intW(0)
+                lapack.dppsv(uplo, n, 1, ap, b, n, info)
+                results.append((get_field(info, "val"), pylist(ap), pylist(b)))
+            (got_info, got_ap, got_b), (want_info, want_ap, want_b) = results
+            if got_info != want_info:
+                raise AlsBlasError(f"the native LAPACK ({loaded_lapack_library(spark) or 'liblapack.so.3'}) returned "
+                                   f"info {got_info} from dppsv where netlib's Java LAPACK returned {want_info}")
+            worst = max(worst, _relative_difference(got_ap, want_ap), _relative_difference(got_b, want_b))
     if worst > 1e-12:
-        raise AlsBlasError(f"the native BLAS ({loaded_library(spark) or 'libblas.so.3'}) disagrees with netlib's Java "
-                           f"BLAS on dspr/daxpy (relative difference {worst:.3g}): ALS would train wrong factors. "
-                           f"Rebuild it (`make als-blas`) or set {LIBRARY_ENV}=system.")
+        raise AlsBlasError(f"the native BLAS/LAPACK ({loaded_library(spark) or 'libblas.so.3'}) disagrees with netlib's "
+                           f"Java BLAS/LAPACK on dspr/daxpy/dppsv (relative difference {worst:.3g}): ALS would train "
+                           f"wrong factors. Rebuild it (`make als-blas`) or set {LIBRARY_ENV}=system.")
     return worst
 
 

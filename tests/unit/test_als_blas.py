@@ -30,6 +30,21 @@ def lib():
     int_p, double_1 = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_double)
     library.dspr_.argtypes = [ctypes.c_char_p, int_p, double_1, double_p, int_p, double_p]
     library.daxpy_.argtypes = [int_p, double_1, double_p, int_p, double_p, int_p]
+    _declare_dppsv(library)
+    return library
+
+
+def _declare_dppsv(library) -> None:
+    double_p = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
+    int_p = ctypes.POINTER(ctypes.c_int)
+    library.dppsv_.argtypes = [ctypes.c_char_p, int_p, int_p, double_p, double_p, int_p, int_p]
+
+
+@pytest.fixture(scope="module")
+def system_lapack():
+    """The system's liblapack.so.3 (OpenBLAS's reference LAPACK), which the library's dppsv replaces."""
+    library = ctypes.CDLL("liblapack.so.3")
+    _declare_dppsv(library)
     return library
 
 
@@ -93,20 +108,93 @@ def test_daxpy_equals_the_reference(lib, incx, incy):
         np.testing.assert_allclose(ybuf, want, rtol=1e-13, atol=1e-13, err_msg=f"n={n} incx={incx} incy={incy}")
 
 
+def _packed(full: np.ndarray, uplo: str) -> np.ndarray:
+    """Column-major packed storage of the upper ('U') or lower ('L') triangle of ``full``."""
+    n = len(full)
+    if uplo.upper() == "U":
+        return np.concatenate([full[: j + 1, j] for j in range(n)]) if n else np.zeros(0)
+    return np.concatenate([full[j:, j] for j in range(n)]) if n else np.zeros(0)
+
+
+def _dppsv(library, uplo: str, ap: np.ndarray, b: np.ndarray, n: int, nrhs: int, ldb: int) -> int:
+    info = ctypes.c_int(99)
+    library.dppsv_(uplo.encode(), _int(n), _int(nrhs), ap, b, _int(ldb), ctypes.byref(info))
+    return info.value
+
+
+def _normal_equation(rng, n: int) -> np.ndarray:
+    """A positive definite matrix as ALS builds one: a sum of x x' over rated items plus a ridge on the diagonal."""
+    x = rng.standard_normal((n + 3, n))
+    return x.T @ x + 0.1 * np.eye(n)
+
+
+@pytest.mark.parametrize("uplo", ["U", "L", "u", "l"])
+def test_dppsv_solves_and_factors_as_lapack_does(lib, system_lapack, uplo):
+    rng = np.random.default_rng(ord(uplo))
+    for n in (1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 64, 65, 100):
+        for nrhs, ldb in ((1, n), (3, n + 2)):
+            a = _normal_equation(rng, n)
+            b = np.zeros((nrhs, ldb))  # column-major n x nrhs with leading dimension ldb: row r of this array
+            b[:, :n] = rng.standard_normal((nrhs, n))
+            padding = b[:, n:].copy()
+            ap, x = _packed(a, uplo), b.copy().ravel()
+            want_ap, want_x = ap.copy(), b.copy().ravel()
+            assert _dppsv(lib, uplo, ap, x, n, nrhs, ldb) == 0
+            assert _dppsv(system_lapack, uplo, want_ap, want_x, n, nrhs, ldb) == 0
+            x = x.reshape(nrhs, ldb)
+            np.testing.assert_allclose(a @ x[:, :n].T, b[:, :n].T, rtol=1e-9, atol=1e-9, err_msg=f"n={n}")
+            np.testing.assert_allclose(x.ravel(), want_x, rtol=1e-10, atol=1e-12, err_msg=f"n={n} nrhs={nrhs}")
+            np.testing.assert_allclose(ap, want_ap, rtol=1e-12, atol=1e-12, err_msg=f"factor n={n}")
+            np.testing.assert_array_equal(x[:, n:], padding)  # rows beyond n of each column are not touched
+
+
+@pytest.mark.parametrize("uplo", ["U", "L"])
+def test_dppsv_reports_the_first_non_positive_minor_as_lapack_does_and_changes_nothing(lib, system_lapack, uplo):
+    rng = np.random.default_rng(3)
+    for n, bad in ((1, 0), (6, 0), (6, 3), (40, 17), (40, 39), (70, 66)):
+        a = _normal_equation(rng, n)
+        a[bad, bad] = -1.0 if bad == 0 else a[bad, :bad] @ np.linalg.solve(a[:bad, :bad], a[:bad, bad]) - 1e-3
+        ap, b = _packed(a, uplo), rng.standard_normal(n)
+        given_ap, given_b = ap.copy(), b.copy()
+        want = _dppsv(system_lapack, uplo, ap.copy(), b.copy(), n, 1, n)
+        assert want == bad + 1  # the leading minor of order bad + 1 is the first that is not positive definite
+        assert _dppsv(lib, uplo, ap, b, n, 1, n) == want
+        np.testing.assert_array_equal(ap, given_ap)
+        np.testing.assert_array_equal(b, given_b)
+    nan = _packed(_normal_equation(rng, 5), uplo)
+    nan[0] = np.nan
+    assert _dppsv(lib, uplo, nan, np.ones(5), 5, 1, 5) == 1
+
+
+def test_dppsv_rejects_illegal_arguments_with_lapacks_codes(lib):
+    ap, b = _packed(np.eye(3) * 2.0, "U"), np.ones(3)
+    assert _dppsv(lib, "X", ap, b, 3, 1, 3) == -1
+    assert _dppsv(lib, "U", ap, b, -1, 1, 3) == -2
+    assert _dppsv(lib, "U", ap, b, 3, -1, 3) == -3
+    assert _dppsv(lib, "U", ap, b, 3, 1, 2) == -6
+    np.testing.assert_array_equal(b, np.ones(3))
+    assert _dppsv(lib, "U", ap, b, 0, 1, 1) == 0
+    assert _dppsv(lib, "U", ap, b, 3, 0, 3) == 0
+    np.testing.assert_array_equal(b, np.ones(3))
+
+
 def test_library_links_every_other_routine_from_the_system_blas(lib):
     assert lib.dgemm_ and lib.dnrm2_  # found through this library's handle, as netlib's dlsym finds them
+    assert lib.dgesv_ and lib.dpotrf_  # LAPACK too: netlib's JNILAPACK looks its routines up the same way
     out = subprocess.run(["readelf", "-d", str(als_blas.DEFAULT_LIBRARY)], capture_output=True, text=True).stdout
-    assert "libblas.so.3" in out  # netlib looks up dgemm, dgemv, ... through this dependency
+    assert "libblas.so.3" in out and "liblapack.so.3" in out  # the dependencies those lookups go through
 
 
 def test_java_options_are_added_unless_netlib_is_chosen_already(tmp_path):
     path = tmp_path / als_blas.LIBRARY_NAME
-    option = f"-D{als_blas.NETLIB_LIBRARY_PATH}={path}"
+    option = f"-Ddev.ludovic.netlib.blas.nativeLibPath={path} -Ddev.ludovic.netlib.lapack.nativeLibPath={path}"
     added = als_blas.add_java_options({"spark.driver.extraJavaOptions": "-Xss4m"}, path)
     assert added["spark.driver.extraJavaOptions"] == f"-Xss4m {option}"
     assert added["spark.executor.extraJavaOptions"] == option
-    chosen = {"spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.nativeLib=none.so"}
-    assert als_blas.add_java_options(chosen, path)["spark.driver.extraJavaOptions"] == chosen["spark.driver.extraJavaOptions"]
+    for choice in ("-Ddev.ludovic.netlib.blas.nativeLib=none.so", "-Ddev.ludovic.netlib.lapack.nativeLib=x.so",
+                   "-Ddev.ludovic.netlib.lapack.nativeLibPath=/opt/lapack.so"):
+        chosen = {"spark.driver.extraJavaOptions": choice}
+        assert als_blas.add_java_options(chosen, path)["spark.driver.extraJavaOptions"] == choice
     assert als_blas.add_java_options(chosen, None) == chosen
 
 
@@ -121,9 +209,11 @@ def test_library_choice_from_the_environment(tmp_path):
     assert default == (als_blas.DEFAULT_LIBRARY if als_blas.DEFAULT_LIBRARY.is_file() else None)
 
 
-def test_the_session_jvm_loads_the_library_and_it_agrees_with_netlibs_java_blas(spark, lib):
+def test_the_session_jvm_loads_the_library_and_it_agrees_with_netlibs_java_blas_and_lapack(spark, lib):
     from models.als import blas_implementation
 
     assert als_blas.loaded_library(spark) == str(als_blas.DEFAULT_LIBRARY)
+    assert als_blas.loaded_lapack_library(spark) == str(als_blas.DEFAULT_LIBRARY)
     assert blas_implementation(spark).endswith("JNIBLAS")
+    assert spark._jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getName().endswith("JNILAPACK")
     assert als_blas.check_against_java(spark) < 1e-12
