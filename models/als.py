@@ -144,7 +144,7 @@ def warn_if_java_blas(spark: SparkSession) -> bool:
         if built is not None and not chosen:  # built, but this JVM was started without it (spark-submit's driver)
             log.warning("The driver JVM was started without %s (spark-submit starts it before this session): "
                         "executors this session starts load it, but a local master's ALS runs on libblas.so.3 "
-                        "alone, about 1.3x slower per iteration. Pass --driver-java-options %s to spark-submit.",
+                        "alone, about 1.3x slower per iteration. Pass --driver-java-options \"%s\" to spark-submit.",
                         built, als_blas.java_option(built))
         else:
             log.info("Spark ALS BLAS: libblas.so.3 alone; `make als-blas` builds the faster dspr/daxpy/dppsv library")

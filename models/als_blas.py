@@ -6,7 +6,7 @@ size n < 100 as n separate axpy kernel calls, so at rank 32 that one call costs 
 rest of the loop together. Then every user and every item solves its normal equations with LAPACK's ``dppsv``
 (ALS.CholeskySolver, through JNILAPACK), which OpenBLAS runs as the reference LAPACK: one dtpsv and one ddot call
 per column, about 8 us at rank 32. ``models/native/als_blas.c`` implements just these three routines as
-vectorised loops (dppsv: 2.4x-2.5x faster at ranks 32-64) and links to ``libblas.so.3`` and ``liblapack.so.3``
+vectorised loops (dppsv through JNI: 2.2x-2.4x faster at ranks 16-64) and links to ``libblas.so.3`` and ``liblapack.so.3``
 for everything else; netlib loads it when the JVM is started with ``-Ddev.ludovic.netlib.blas.nativeLibPath=``
 and ``-Ddev.ludovic.netlib.lapack.nativeLibPath=<library>``, which the session factory (jobs/spark_session.py)
 adds to the driver's and the executors' Java options whenever the library is there.
@@ -112,9 +112,9 @@ def check_against_java(spark, sizes=(1, 7, 32)) -> float:
     inputs.
 
     Returns the largest relative difference; raises AlsBlasError above 1e-12 (rounding differs only in the last
-    bits: fused multiply-adds, another order of the Cholesky updates). Costs a few tens of milliseconds of py4j calls;
-    fit_als runs it once per session when our library is loaded, so a miscompiled library stops training instead
-    of producing wrong factors.
+    bits: fused multiply-adds, another order of the Cholesky updates). Costs about half a second of py4j calls; fit_als
+    runs it once per session when our library is loaded, so a miscompiled library stops training instead of
+    producing wrong factors.
     """
     import random
     import struct
