@@ -48,13 +48,13 @@ RESULTS = ROOT / "bench" / "results" / "training.json"
 SYSTEM_BLAS = "-Ddev.ludovic.netlib.blas.nativeLib=libblas.so.3 -Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"
 
 
-def als_blas_option(which: str) -> str:
-    """The Java option that loads our library as netlib's ``which`` (blas or lapack), if it is built."""
+def our_blas_only_option() -> str:
+    """The Java option that loads our library as netlib's BLAS only (not its LAPACK), if it is built."""
     sys.path.insert(0, str(ROOT))
     from models import als_blas
 
     path = als_blas.library_path()
-    return f"-Ddev.ludovic.netlib.{which}.nativeLibPath={path}" if path else ""
+    return f"-D{als_blas.NETLIB_LIBRARY_PATH}={path}" if path else ""
 
 
 # Each Spark variant: fit_als params and Spark settings (the JVM is fresh for each, so settings take effect).
@@ -69,7 +69,7 @@ VARIANTS = {
               "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
     # as tuned, but the solves on OpenBLAS's LAPACK (our dspr/daxpy only): what our dppsv saves
     "tuned-system-lapack": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
-                                     "spark.driver.extraJavaOptions": f"{als_blas_option('blas')} "
+                                     "spark.driver.extraJavaOptions": f"{our_blas_only_option()} "
                                                                       "-Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"},
                             "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"},
                             "cache_input": True},
