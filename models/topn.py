@@ -56,6 +56,7 @@ OUTPUT_ARROW_SCHEMA = pa.schema([(C.USER_IDX, pa.int32()), (C.ITEM_IDX, pa.int32
 
 DEFAULT_BLOCK_BYTES = 256 << 20  # bound on one block's score matrix (users x items x 4 bytes)
 DEFAULT_ITEM_BUDGET_BYTES = 1 << 30  # item factors up to this size are broadcast whole, larger ones in chunks
+DIRECT_COLLECT_MARGIN = 4  # item factors planned at most budget / 4 bytes are collected without counting them first
 DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
 MAX_BLOCK_USERS = 256  # users per matrix product: fewer, larger products amortise BLAS's packing of the items
 GEMM_BACKENDS = ("auto", "blis", "numpy")  # who computes the score blocks; "auto": the faster here (resolve_gemm)
@@ -482,7 +483,9 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     ``user_factors`` (user_idx, features) and ``item_factors`` (item_idx, features) are ALS factor tables;
     ``seen`` holds (user_idx, item_idx) pairs to exclude. A user with fewer than n unseen items gets them all.
     ``block_bytes`` bounds one block's score matrix (users x items x 4 bytes). Item factors larger than
-    ``item_budget_bytes`` are scored in chunks that fit it, and the partial lists merged (same result).
+    ``item_budget_bytes`` are scored in chunks that fit it, and the partial lists merged (same result). When
+    Spark's planner sizes the item factors (a table or file scan) at most a quarter of that budget, they are
+    collected in one job, without counting them first (planned_size_bytes).
     ``partitions`` is the number of user partitions scored in parallel. By default the users keep their own
     partitioning when it has at least one partition per core, and are spread over 2 x the cores otherwise.
     Up to ``seen_broadcast_pairs`` seen pairs are collected once into a per-user index (8 bytes a pair) that every
@@ -505,14 +508,26 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recsys-seen-index")
     try:
         pending_seen = pool.submit(inheritable_thread_target(spark)(_broadcast_seen), seen, seen_broadcast_pairs)
-        items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
+        # Item factors that Spark's planner puts well inside the budget are collected at once (one job), and their
+        # shape read from the result; others (or no estimate) are counted first to plan the chunks.
+        estimate = planned_size_bytes(item_factors.select(C.ITEM_IDX, C.FEATURES))
+        direct = None
+        if estimate is not None and estimate * DIRECT_COLLECT_MARGIN <= item_budget_bytes:
+            direct = collect_factors(item_factors, C.ITEM_IDX)
+            items_count, rank = direct[1].shape
+        else:
+            items_count, rank = factor_shape(item_factors, C.ITEM_IDX)
         if items_count == 0:
             return spark.createDataFrame([], OUTPUT_SCHEMA)
         chunks = max(1, math.ceil(items_count * rank * 4 / item_budget_bytes))
         chunk_items = math.ceil(items_count / chunks)
         block_users = max(1, min(MAX_BLOCK_USERS, block_bytes // (4 * chunk_items)))
         gemm = resolve_gemm(gemm, rows=block_users, items=chunk_items, rank=rank)
-        first_items = _broadcast_items(item_factors, chunks, 0, rank)
+        if direct is not None and chunks == 1:  # the broadcast holds them: the driver keeps no copy
+            first_items = spark.sparkContext.broadcast(direct)
+        else:  # over the budget after all (the estimate was low): collected again chunk by chunk
+            first_items = _broadcast_items(item_factors, chunks, 0, rank)
+        del direct
         items_s = time.perf_counter() - started
         shared_seen, seen_pairs = pending_seen.result()
     finally:
@@ -648,9 +663,30 @@ def factor_shape(factors: DataFrame, id_col: str) -> tuple[int, int]:
     return int(row["rows"]), int(row["hi"] or 0)
 
 
-def collect_factors(factors: DataFrame, id_col: str, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids ascending as int32, vectors as a float32 matrix) of a factor table, through Arrow."""
+def planned_size_bytes(df: DataFrame) -> int | None:
+    """Spark's estimate of a DataFrame's size in bytes (its optimized plan's statistics: the files' size for a
+    table or file scan), or None when Spark has none (an RDD-based plan) or cannot be asked (Spark Connect)."""
+    try:
+        size = int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))  # a Scala BigInt
+    except Exception:  # noqa: BLE001 - no JVM plan to ask: the caller counts instead
+        return None
+    return size if 0 <= size < 1 << 62 else None  # "unknown" is Long.MaxValue
+
+
+def collect_factors(factors: DataFrame, id_col: str, rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids ascending as int32, vectors as a float32 matrix) of a factor table, through Arrow.
+
+    ``rank`` is the vectors' length when known; otherwise it is read from them (ValueError if they differ).
+    """
     table = factors.select(id_col, C.FEATURES).toArrow().combine_chunks()
+    if rank is None and table.num_rows:
+        features = table.column(C.FEATURES)
+        bounds = pc.min_max(pc.list_value_length(features)).as_py()
+        if features.null_count or bounds["min"] != bounds["max"]:
+            raise ValueError(f"{id_col} factor vectors differ in length ({bounds['min']}..{bounds['max']}) or "
+                             f"are null ({features.null_count})")
+        rank = bounds["max"]
+    rank = rank or 0
     ids = table.column(id_col).to_numpy().astype(np.int32) if table.num_rows else np.empty(0, np.int32)
     vecs = factor_matrix(table.column(C.FEATURES).combine_chunks(), rank) if table.num_rows else np.zeros((0, rank), np.float32)
     order = np.argsort(ids, kind="stable")
@@ -658,4 +694,3 @@ def collect_factors(factors: DataFrame, id_col: str, rank: int) -> tuple[np.ndar
     if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
         raise ValueError(f"{id_col} has duplicate factor rows")
     return ids, np.ascontiguousarray(vecs)
-

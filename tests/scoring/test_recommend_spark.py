@@ -101,3 +101,41 @@ def test_random_factors_agree_with_float64_scores(spark):
 def test_no_items_gives_an_empty_result(spark, case):
     empty = spark.createDataFrame([], f"{C.ITEM_IDX} int, {C.FEATURES} array<float>")
     assert topn.recommend_top_n(case["users"], empty, case["seen"], n=3).count() == 0
+
+
+def test_planned_size_is_the_files_size_for_a_file_scan_and_unknown_for_an_rdd(spark, case, tmp_path):
+    case["items"].write.parquet(str(tmp_path / "items"))
+    files = sum(p.stat().st_size for p in (tmp_path / "items").glob("*.parquet"))
+    assert topn.planned_size_bytes(spark.read.parquet(str(tmp_path / "items"))) == files
+    assert topn.planned_size_bytes(case["items"]) is None  # built from Python rows: an RDD-based plan
+
+
+def test_item_factors_within_the_planned_budget_are_collected_without_a_shape_job(spark, case, tmp_path, monkeypatch):
+    """Read from files (a size Spark can plan), the item factors are collected once, their shape taken from them:
+    factor_shape is never called, and the rows are the same."""
+    case["items"].write.parquet(str(tmp_path / "items"))
+    items = spark.read.parquet(str(tmp_path / "items"))
+    whole = collected(topn.recommend_top_n(case["users"], case["items"], case["seen"], n=6))
+
+    def no_shape_job(*_args, **_kwargs):
+        raise AssertionError("factor_shape was called")
+
+    monkeypatch.setattr(topn, "factor_shape", no_shape_job)
+    assert collected(topn.recommend_top_n(case["users"], items, case["seen"], n=6)) == whole
+
+
+def test_an_estimate_below_the_real_size_still_scores_in_chunks(spark, case, monkeypatch):
+    """When the planner's estimate says the items fit but they do not, they are scored in chunks: same rows."""
+    whole = collected(topn.recommend_top_n(case["users"], case["items"], case["seen"], n=6))
+    monkeypatch.setattr(topn, "planned_size_bytes", lambda _df: 1)
+    chunked = topn.recommend_top_n(case["users"], case["items"], case["seen"], n=6,
+                                   item_budget_bytes=5 * RANK * 4, block_bytes=64)
+    assert collected(chunked) == whole
+
+
+def test_item_vectors_of_different_lengths_are_an_error_on_either_path(spark, tmp_path, case):
+    uneven = spark.createDataFrame([(1, [1.0, 2.0]), (2, [1.0])], f"{C.ITEM_IDX} int, {C.FEATURES} array<float>")
+    uneven.write.parquet(str(tmp_path / "uneven"))
+    for items in (uneven, spark.read.parquet(str(tmp_path / "uneven"))):
+        with pytest.raises(ValueError, match="differ in length"):
+            topn.recommend_top_n(case["users"], items, case["seen"], n=3)
