@@ -42,7 +42,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "training.json"
+
+from jobs.spark_session import LOCAL_GC_OPTION  # noqa: E402  (the session factory's collector)
 
 # netlib's defaults: OpenBLAS alone (BLAS and LAPACK), without ours
 SYSTEM_BLAS = "-Ddev.ludovic.netlib.blas.nativeLib=libblas.so.3 -Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"
@@ -58,6 +62,8 @@ def our_blas_only_option() -> str:
 
 
 # Each Spark variant: fit_als params and Spark settings (the JVM is fresh for each, so settings take effect).
+# "java-blas" and "defaults" are Spark's own settings (G1 collector); the "tuned" ones run with the session
+# factory's (jobs/spark_session.py: the throughput collector), and those that set Java options repeat it.
 VARIANTS = {
     "java-blas": {"conf": {"spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.nativeLib=none.so "
                                                             "-Ddev.ludovic.netlib.lapack.nativeLib=none.so"},
@@ -69,18 +75,19 @@ VARIANTS = {
               "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
     # as tuned, but the solves on OpenBLAS's LAPACK (our dspr/daxpy only): what our dppsv saves
     "tuned-system-lapack": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
-                                     "spark.driver.extraJavaOptions": f"{our_blas_only_option()} "
+                                     "spark.driver.extraJavaOptions": f"{LOCAL_GC_OPTION} {our_blas_only_option()} "
                                                                       "-Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"},
                             "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"},
                             "cache_input": True},
     # as tuned, but OpenBLAS alone (libblas.so.3, netlib's default): what our library saves
     "tuned-openblas": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
-                                "spark.driver.extraJavaOptions": SYSTEM_BLAS},
+                                "spark.driver.extraJavaOptions": f"{LOCAL_GC_OPTION} {SYSTEM_BLAS}"},
                        "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
     # as tuned, but netlib's Java BLAS (VectorBLAS on Java 17+): Spark's NormalEquation makes one dspr and one
     # daxpy call per rating, and at small ranks the JNI crossing costs more than the arithmetic
     "tuned-java": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
-                            "spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.blas.nativeLib=none.so"},
+                            "spark.driver.extraJavaOptions": f"{LOCAL_GC_OPTION} "
+                                                             "-Ddev.ludovic.netlib.blas.nativeLib=none.so"},
                    "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
 }
 

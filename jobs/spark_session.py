@@ -44,9 +44,16 @@ DELTA_DEFAULT_SNAPSHOT_PARTITIONS = 50
 PYTHON_DAEMON_MODULE_CONF = "spark.python.daemon.module"
 PYTHON_WORKER_DAEMON = "jobs.python_worker_daemon"
 WORKER_DAEMON_ENV = "RECSYS_WORKER_DAEMON"
+# The JVM this process starts (in local mode the driver is also the only executor) collects garbage with the
+# throughput collector: nightly jobs are batch work, where G1's concurrent marking threads and costlier write barriers
+# take CPU from the tasks on a small machine and its shorter pauses buy nothing. Measured at 100k x 20k scoring,
+# fresh processes in turns: 7.9 s against 8.7 s with G1 (5 pairs, Parallel faster in 4). Cluster executors keep
+# their own JVM options.
+LOCAL_GC_OPTION = "-XX:+UseParallelGC"
 # Only meaningful when this process starts the JVM (not under spark-submit).
 LOCAL_ONLY_CONF = {
     "spark.driver.memory": "4g",
+    "spark.driver.extraJavaOptions": LOCAL_GC_OPTION,
     "spark.ui.enabled": "false",
 }
 

@@ -29,6 +29,15 @@ def test_session_has_delta_and_overrides(spark):
     assert spark.conf.get(spark_session.DELTA_SNAPSHOT_PARTITIONS) == "2"
 
 
+def test_locally_started_jvm_collects_garbage_with_the_throughput_collector(spark):
+    """The session factory starts the JVM with LOCAL_GC_OPTION, beside the ALS library's options (merged)."""
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    names = {bean.getName() for bean in beans}
+    assert names == {"PS Scavenge", "PS MarkSweep"}, names  # Parallel's two collectors (G1's are "G1 ...")
+    options = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
+    assert spark_session.LOCAL_GC_OPTION in options.split()
+
+
 def test_snapshot_partitions_follow_the_cores_up_to_deltas_default():
     assert spark_session.snapshot_partitions(2) == 2
     assert spark_session.snapshot_partitions(0) == 1
