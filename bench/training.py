@@ -13,10 +13,11 @@ user activity, weights 1..5) is written once to Parquet and given to every metho
   with the system's native BLAS (OpenBLAS through netlib's JNIBLAS); ``java-blas`` is the same with netlib's Java
   fallback forced (``-Ddev.ludovic.netlib.blas.nativeLib=none.so``; on Java 17 that is VectorBLAS, SIMD
   through jdk.incubator.vector); ``tuned`` is what the product runs: blocks = cores, input cached and
-  materialised, Kryo serialisation, and our dspr/daxpy/dppsv library in front of OpenBLAS (models/als_blas.py,
-  built by ``make als-blas``); ``tuned-openblas`` is tuned on OpenBLAS alone (what the library saves);
-  ``tuned-system-lapack`` is tuned with our dspr/daxpy but OpenBLAS's dppsv (what our dppsv saves; not in the
-  default lists); ``tuned-java`` is tuned with the Java BLAS.
+  materialised, Kryo serialisation, our dspr/daxpy/dppsv library in front of OpenBLAS (models/als_blas.py,
+  built by ``make als-blas``) and the throughput garbage collector (jobs/spark_session.py); ``tuned-openblas`` is
+  tuned on OpenBLAS alone (what the library saves); ``tuned-system-lapack`` is tuned with our dspr/daxpy but
+  OpenBLAS's dppsv (what our dppsv saves); ``tuned-g1`` is tuned with Java's default collector, G1 (what the
+  collector saves; these two are not in the default lists); ``tuned-java`` is tuned with the Java BLAS.
 
 Per iteration time is the slope between two fits with different ``maxIter`` (so set-up, the first pass over the
 data and the NaN check, the fixed cost of a fit, are excluded); ``fixed_s`` is the intercept. Each ``maxIter`` is
@@ -52,6 +53,14 @@ from jobs.spark_session import LOCAL_GC_OPTION  # noqa: E402  (the session facto
 SYSTEM_BLAS = "-Ddev.ludovic.netlib.blas.nativeLib=libblas.so.3 -Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"
 
 
+def our_library_option() -> str:
+    """The Java options that load our library as netlib's BLAS and LAPACK (what the session factory adds), if built."""
+    from models import als_blas
+
+    path = als_blas.library_path()
+    return als_blas.java_option(path) if path else ""
+
+
 def our_blas_only_option() -> str:
     """The Java option that loads our library as netlib's BLAS only (not its LAPACK), if it is built."""
     sys.path.insert(0, str(ROOT))
@@ -79,6 +88,10 @@ VARIANTS = {
                                                                       "-Ddev.ludovic.netlib.lapack.nativeLib=liblapack.so.3"},
                             "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"},
                             "cache_input": True},
+    # as tuned, but Java's default collector (G1) instead of the session factory's: what the collector saves
+    "tuned-g1": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+                          "spark.driver.extraJavaOptions": our_library_option() or "-XX:+UseG1GC"},
+                 "params": {"num_blocks": None, "intermediate_storage": "MEMORY_AND_DISK"}, "cache_input": True},
     # as tuned, but OpenBLAS alone (libblas.so.3, netlib's default): what our library saves
     "tuned-openblas": {"conf": {"spark.serializer": "org.apache.spark.serializer.KryoSerializer",
                                 "spark.driver.extraJavaOptions": f"{LOCAL_GC_OPTION} {SYSTEM_BLAS}"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import cli, spark_session
+from models import als_blas
 
 
 def test_delta_coordinate_matches_installed_pyspark_and_delta():
@@ -34,8 +35,11 @@ def test_locally_started_jvm_collects_garbage_with_the_throughput_collector(spar
     beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
     names = {bean.getName() for bean in beans}
     assert names == {"PS Scavenge", "PS MarkSweep"}, names  # Parallel's two collectors (G1's are "G1 ...")
-    options = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
-    assert spark_session.LOCAL_GC_OPTION in options.split()
+    options = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions").split()
+    assert spark_session.LOCAL_GC_OPTION in options
+    library = als_blas.library_path()
+    if library is not None:  # built (make als-blas): its options are added to the collector's, not instead
+        assert set(als_blas.java_option(library).split()) <= set(options)
 
 
 def test_snapshot_partitions_follow_the_cores_up_to_deltas_default():
