@@ -63,7 +63,6 @@ def our_library_option() -> str:
 
 def our_blas_only_option() -> str:
     """The Java option that loads our library as netlib's BLAS only (not its LAPACK), if it is built."""
-    sys.path.insert(0, str(ROOT))
     from models import als_blas
 
     path = als_blas.library_path()
