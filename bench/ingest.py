@@ -11,17 +11,18 @@ UTF-8 lines) writes the log once; then, in the same run, each phase runs in a fr
 - floor: the least any ingest that delivers the issue's two full tables must do, with none of the cleaning: the raw
   lines with their file, offset and run id appended to a bronze table (no parse), then the CSV read again, typed
   (numbers, times) and appended to a silver table partitioned by event date (no validation, keys, duplicate search,
-  quarantine or accounting). Both tables get the same Delta settings as jobs.ingest's (statistics on a few
-  columns, no optimizeWrite), the cheapest this stack offers. ``floor_ratio`` (floor_s / plain_copy_s) is the
-  lower bound of ``ratio`` for this design on this machine.
+  quarantine or accounting). Both tables get jobs.ingest's own Delta settings (statistics on a few columns, no
+  optimizeWrite, silver's sorted partitioned write), the cheapest this stack offers. ``floor_ratio`` (floor_s /
+  plain_copy_s) is the lower bound of ``ratio`` for this design on this machine.
 
 Each phase first warms the JIT on a 50k-row copy (the same for both), then is timed from the first read to the
 last commit (JVM start-up excluded). Besides wall time, the CPU seconds the driver JVM and Python used are
 recorded: on a shared machine they measure the work done, where wall time also measures waiting for other
 processes. Peak resident memory is the high-water mark (VmHWM) of the driver JVM plus the Python process.
 Results go to ``--out`` as a list of records: events, lines, input_mb, ingest_s, plain_copy_s, ratio (ingest_s /
-plain_copy_s), floor_s, floor_bronze_s, floor_silver_s, floor_ratio, events_per_s, ingest_cpu_s, plain_copy_cpu_s, cpu_ratio, peak_rss_mb, plain_copy_peak_rss_mb,
-ingest step times and the machine's load average before and after.
+plain_copy_s), floor_s, floor_bronze_s, floor_silver_s, floor_ratio, floor_cpu_s, events_per_s, ingest_cpu_s,
+plain_copy_cpu_s, cpu_ratio, peak_rss_mb, plain_copy_peak_rss_mb, ingest step times and the machine's load average
+before and after.
 A benchmark, not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -81,19 +82,16 @@ def floor_copy(spark, work_dir: Path, input_dir: str) -> dict:
     """Bronze (raw lines, no parse) then silver (typed, partitioned by date, no cleaning): see the module's text."""
     from pyspark.sql import functions as F
 
-    from jobs.ingest import BRONZE_PROPERTIES, SILVER_PROPERTIES, SILVER_WRITE_CONF, session_conf
+    from jobs.ingest import (BRONZE_PROPERTIES, SILVER_PROPERTIES, SILVER_WRITE_CONF, new_table_properties_conf,
+                             session_conf)
     from transforms import columns as C
-
-    def table_defaults(properties: dict[str, str]) -> dict[str, str]:
-        return {f"spark.databricks.delta.properties.defaults.{k.removeprefix('delta.')}": v
-                for k, v in properties.items()}
 
     started, cpu = time.time(), cpu_seconds(spark)
     stamp = [F.lit("floor-run").alias(C.INGEST_RUN_ID), F.current_timestamp().alias(C.INGESTED_AT)]
     raw = spark.read.text(input_dir).select(F.col("value").alias(C.RAW),
                                             F.col("_metadata.file_path").alias(C.SOURCE_FILE),
                                             F.col("_metadata.file_block_start").alias(C.SOURCE_OFFSET), *stamp)
-    with session_conf(spark, table_defaults(BRONZE_PROPERTIES)):
+    with session_conf(spark, new_table_properties_conf(BRONZE_PROPERTIES)):
         raw.write.format("delta").mode("append").option("optimizeWrite", "false").save(str(work_dir / "floor-bronze"))
     bronze_s = time.time() - started
     ts = F.expr("try_to_timestamp(event_ts)")
@@ -101,7 +99,7 @@ def floor_copy(spark, work_dir: Path, input_dir: str) -> dict:
         C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, F.expr("try_cast(value as double)").alias(C.VALUE), ts.alias(C.EVENT_TS),
         F.col("event_id").alias(C.SOURCE_EVENT_ID), F.to_date(ts).alias(C.EVENT_DATE),
         F.col("_metadata.file_path").alias(C.SOURCE_FILE), *stamp)
-    with session_conf(spark, {**SILVER_WRITE_CONF, **table_defaults(SILVER_PROPERTIES)}):
+    with session_conf(spark, {**SILVER_WRITE_CONF, **new_table_properties_conf(SILVER_PROPERTIES)}):
         (typed.write.format("delta").mode("append").option("optimizeWrite", "false").partitionBy(C.EVENT_DATE)
          .save(str(work_dir / "floor-silver")))
     seconds = time.time() - started

@@ -258,6 +258,11 @@ def commit_metrics(spark, path: str, tag: str, *, after_version: int = -1) -> tu
     return int(rows[0]["version"]), {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
 
 
+def new_table_properties_conf(properties: dict[str, str]) -> dict[str, str]:
+    """The session settings that give a Delta table created while they are set these ``delta.*`` properties."""
+    return {f"spark.databricks.delta.properties.defaults.{k.removeprefix('delta.')}": v for k, v in properties.items()}
+
+
 def append_rows(spark, df: DataFrame, path: str, *, tag: str, partition_by: list[str] | None = None,
                 optimize_write: bool = True, properties: dict[str, str] | None = None) -> tuple[int, int]:
     """Append ``df`` as one commit tagged ``tag`` (new columns are added); returns (version, rows written).
@@ -274,8 +279,7 @@ def append_rows(spark, df: DataFrame, path: str, *, tag: str, partition_by: list
         if tables.exists(spark, path):
             ensure_properties(spark, path, properties)
         else:
-            creating = {f"spark.databricks.delta.properties.defaults.{k.removeprefix('delta.')}": v
-                        for k, v in properties.items()}
+            creating = new_table_properties_conf(properties)
     with session_conf(spark, creating):
         writer.save(path)
     committed = commit_metrics(spark, path, tag)
