@@ -218,3 +218,20 @@ def test_ids_are_stable_across_runs_and_new_ones_appended(landing):
 def test_partition_grain_must_match_the_existing_table(spark, landing):
     with pytest.raises(ingest.PartitionGrainError, match="event_date"):
         ingest_run(spark, landing["lake"], str(landing["incoming"]), "--partition-grain", "month")
+
+
+def test_bronze_and_silver_are_created_with_statistics_only_on_their_filter_columns(spark, landing):
+    from delta.tables import DeltaTable
+
+    for where, expected in ((ingest.BRONZE, ingest.BRONZE_PROPERTIES), (ingest.SILVER, ingest.SILVER_PROPERTIES)):
+        table = DeltaTable.forPath(spark, landing["lake"].table(*where))
+        properties = table.detail().select("properties").first()[0]
+        assert {k: properties.get(k) for k in expected} == expected
+        # set by the first write itself, not by a later ALTER TABLE (ensure_properties) commit
+        assert "SET TBLPROPERTIES" not in {r["operation"] for r in table.history().select("operation").collect()}
+
+
+def test_new_table_properties_conf_names_delta_session_defaults():
+    assert ingest.new_table_properties_conf({"delta.dataSkippingStatsColumns": "a,b", "delta.appendOnly": "true"}) == {
+        "spark.databricks.delta.properties.defaults.dataSkippingStatsColumns": "a,b",
+        "spark.databricks.delta.properties.defaults.appendOnly": "true"}
