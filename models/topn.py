@@ -15,8 +15,9 @@ afterwards (apache/spark#17742). Here:
   per row, the seen columns are set to -inf; a threshold is read from a strided sample of the row (the k-th
   largest sampled score, k chosen so that about ``OVERSAMPLE * n`` scores pass it); one pass collects the scores
   at or above it (64 columns at a time: a vectorised compare builds a bit mask, and only its set bits are
-  visited); a quickselect cuts them to the n best (ties kept); one sort of unique 64-bit keys (score bits, column)
-  orders them. A row where fewer than n pass gets every finite score as candidate instead, so no row can miss an
+  visited); the candidates are counted into equal score buckets, which finds the bucket of the n-th best and
+  places those above it nearly in order, and an insertion sort of unique 64-bit keys (score bits, column) finishes
+  the order (no comparison sort of random scores: its mispredicted branches cost more than the rest). A row where fewer than n pass gets every finite score as candidate instead, so no row can miss an
   item: the top N always lie above the threshold.
 * Order: score descending, ties broken by item_idx ascending, so the output equals a brute-force full sort.
 * The seen pairs are collected (and broadcast) in a driver thread while the item factors are: the two set-up
@@ -66,6 +67,7 @@ AUTO_GEMM_MARGIN = 0.10  # BLIS must be this much faster to be chosen over numpy
 _AUTO_GEMM: dict[tuple[int, int, int], str] = {}  # (rows, items, rank) -> backend chosen by "auto" in this process
 SAMPLE_COLUMNS = 1024  # columns sampled per row to estimate the candidate threshold
 OVERSAMPLE = 2.5  # aim for about this many times n candidates per row
+ORDER_BUCKETS = 1024  # score buckets that put the candidates nearly in order before the final sort (_order_best)
 SAMPLED_LEVELS = 24  # the threshold is about the 24th largest sampled score (fewer when SAMPLE_COLUMNS caps it)
 
 
@@ -225,60 +227,83 @@ def _collect(row, threshold, cand_vals, cand_cols):
     return count
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _keep_best(cand_vals, cand_cols, count, n, scratch):
-    """Keep the candidates that score at least the n-th best of them (ties kept: the sort decides); return how many.
+@numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _sort_key(score_bits, col):
+    """One uint64 per candidate: the bits of its float32 score, flipped so that ascending keys mean descending
+    scores, above the column. Keys are unique, so ascending keys give score descending, then column ascending."""
+    bits = np.uint64(score_bits)
+    if bits >> np.uint64(31):  # negative: ascending order of -x is descending order of its bits
+        flipped = bits
+    else:
+        flipped = bits ^ np.uint64(0x7FFFFFFF)
+    return (flipped << np.uint64(32)) | np.uint64(col)
 
-    A quickselect on a copy of the scores (``scratch``, at least ``count`` long) finds the n-th best in linear
-    time, so only about n candidates are sorted afterwards.
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _order_best(cand_vals, cand_cols, count, n, bucket_of, bucket_counts, ordered):
+    """Write the sort keys of the candidates that can be among the n best into ``ordered``, ascending (score
+    descending, then column ascending); return how many were written (at least min(n, count)).
+
+    Comparison sorts of a few hundred random scores are bound by mispredicted branches (a quickselect of 250 scores
+    plus a sort of the best 100 cost about 8 us). Here the candidates' range is cut into ORDER_BUCKETS equal
+    buckets (bucket_of: monotone in the score): counting them from the top bucket down finds the bucket that holds
+    the n-th best, the candidates from there up are placed bucket by bucket (best bucket first, column order kept
+    within one), and an insertion sort, which finds them nearly in order, fixes what is left. Candidates must come
+    in ascending column order (as _collect gives them). When the buckets cannot separate the best few (many
+    near-equal scores), it falls back to one comparison sort of all the keys.
     """
-    if count <= n:
-        return count
-    scratch[:count] = cand_vals[:count]
-    nth_best = _kth_largest(scratch[:count], n - 1)
+    if count == 0:
+        return 0
+    cand_bits = cand_vals.view(np.uint32)
+    lo = cand_vals[0]
+    hi = lo
+    for i in range(count):
+        lo = min(lo, cand_vals[i])
+        hi = max(hi, cand_vals[i])
+    buckets = bucket_counts.shape[0]
+    if hi == lo:  # all tied: column order is the order
+        kept = min(n, count)
+        for i in range(kept):
+            ordered[i] = _sort_key(cand_bits[i], cand_cols[i])
+        return kept
+    scale = buckets / (np.float64(hi) - np.float64(lo))
+    bucket_counts[:] = 0
+    for i in range(count):
+        b = min(buckets - 1, np.int64((np.float64(cand_vals[i]) - np.float64(lo)) * scale))
+        bucket_of[i] = b
+        bucket_counts[b] += 1
     kept = 0
-    for c in range(count):
-        if cand_vals[c] >= nth_best:
-            cand_vals[kept] = cand_vals[c]
-            cand_cols[kept] = cand_cols[c]
-            kept += 1
+    boundary = buckets - 1
+    while boundary > 0:
+        kept += bucket_counts[boundary]
+        if kept >= n:
+            break
+        boundary -= 1
+    if boundary == 0:
+        kept += bucket_counts[0]
+    if kept > 4 * n + 64:  # the buckets did not separate them: one exact comparison sort
+        for i in range(count):
+            ordered[i] = _sort_key(cand_bits[i], cand_cols[i])
+        ordered[:count] = np.sort(ordered[:count])
+        return count
+    start = 0
+    for b in range(buckets - 1, boundary - 1, -1):  # bucket_counts now holds where each bucket's keys go
+        size = bucket_counts[b]
+        bucket_counts[b] = start
+        start += size
+    for i in range(count):
+        b = bucket_of[i]
+        if b >= boundary:
+            ordered[bucket_counts[b]] = _sort_key(cand_bits[i], cand_cols[i])
+            bucket_counts[b] += 1
+    for i in range(1, kept):  # insertion sort: keys are out of order only within a bucket
+        key = ordered[i]
+        j = i - 1
+        while j >= 0 and ordered[j] > key:
+            ordered[j + 1] = ordered[j]
+            j -= 1
+        ordered[j + 1] = key
     return kept
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _kth_largest(values, k):
-    """The value that would be at index k if ``values`` (no NaN) were sorted descending; reorders ``values``.
-
-    Hoare-style quickselect with a median-of-three pivot.
-    """
-    lo, hi = 0, values.shape[0] - 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        a, b, c = values[lo], values[mid], values[hi]
-        if a < b:
-            a, b = b, a
-        if b < c:
-            b = c
-            if a < b:
-                b = a
-        pivot = b  # the median of the three
-        i, j = lo, hi
-        while i <= j:
-            while values[i] > pivot:
-                i += 1
-            while values[j] < pivot:
-                j -= 1
-            if i <= j:
-                values[i], values[j] = values[j], values[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            return values[k]
-    return values[k]
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -304,9 +329,10 @@ def _select_rows(scores, n, seen_starts, seen_cols, row_offset, out_rows, out_co
         k = 0
     best_sampled = np.empty(max(k, 1), np.float32)
     cand_vals = np.empty(cols, np.float32)
-    cand_bits = cand_vals.view(np.uint32)
-    cand_keys = np.empty(cols, np.uint64)
-    scratch = np.empty(cols, np.float32)
+    cand_cols = np.empty(cols, np.uint64)  # the candidates' columns
+    bucket_of = np.empty(cols, np.int64)
+    bucket_counts = np.empty(ORDER_BUCKETS, np.int64)
+    ordered = np.empty(cols, np.uint64)
     total = start
     for r in range(rows):
         row = scores[r]
@@ -326,20 +352,10 @@ def _select_rows(scores, n, seen_starts, seen_cols, row_offset, out_rows, out_co
                     best_sampled[i] = v
             if best_sampled[k - 1] > lowest:
                 threshold = best_sampled[k - 1]
-        count = _collect(row, threshold, cand_vals, cand_keys)
+        count = _collect(row, threshold, cand_vals, cand_cols)
         if count < n and threshold > lowest:
-            count = _collect(row, lowest, cand_vals, cand_keys)
-        count = _keep_best(cand_vals, cand_keys, count, n, scratch)
-        # One uint64 key per candidate: the score's bits, flipped so that ascending keys mean descending scores,
-        # above the column. Keys are unique, so a plain sort gives score descending, then column ascending.
-        for i in range(count):
-            bits = np.uint64(cand_bits[i])
-            if bits >> np.uint64(31):  # negative: ascending order of -x is descending order of its bits
-                flipped = bits
-            else:
-                flipped = bits ^ np.uint64(0x7FFFFFFF)
-            cand_keys[i] = (flipped << np.uint64(32)) | cand_keys[i]
-        ordered = np.sort(cand_keys[:count])
+            count = _collect(row, lowest, cand_vals, cand_cols)
+        count = _order_best(cand_vals, cand_cols, count, n, bucket_of, bucket_counts, ordered)
         for i in range(min(n, count)):
             key = ordered[i]
             out_rows[total] = r + row_offset

@@ -49,14 +49,38 @@ def test_nan_scores_are_never_selected():
     assert as_lists(top, 6)[1][:2] == [63, 64]
 
 
+def order_best(values: np.ndarray, n: int) -> list[int]:
+    """Run the kernel's candidate ordering on values given in column order; return the columns it ordered."""
+    count = len(values)
+    cols = np.arange(count, dtype=np.uint64)
+    ordered = np.empty(max(count, 1), np.uint64)
+    kept = topn._order_best(values.astype(np.float32), cols, count, n, np.empty(max(count, 1), np.int64),
+                            np.empty(topn.ORDER_BUCKETS, np.int64), ordered)
+    assert kept >= min(n, count)
+    return [int(k & 0xFFFFFFFF) for k in ordered[:kept]]
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_quickselect_finds_the_kth_largest(seed):
+def test_candidates_are_ordered_by_score_then_column(seed):
+    """Random scores, few distinct values (ties at the n-th place), one far outlier (most candidates in one bucket:
+    the exact fallback sort), and all equal."""
     rng = np.random.default_rng(seed)
-    for _ in range(300):
-        size = int(rng.integers(1, 400))
-        values = (rng.integers(-4, 5, size) if seed % 2 else rng.standard_normal(size)).astype(np.float32)
-        k = int(rng.integers(0, size))
-        assert topn._kth_largest(values.copy(), k) == np.sort(values)[::-1][k]
+    for trial in range(200):
+        size = int(rng.integers(1, 600))
+        n = int(rng.integers(1, 150))
+        kind = trial % 4
+        if kind == 0:
+            values = rng.standard_normal(size)
+        elif kind == 1:
+            values = rng.integers(-4, 5, size).astype(float)
+        elif kind == 2:
+            values = rng.standard_normal(size) * 1e-3
+            values[rng.integers(0, size)] = 1e6
+        else:
+            values = np.full(size, 2.5)
+        values = values.astype(np.float32)
+        expected = [int(c) for c in np.lexsort((np.arange(size), -values))][:n]
+        assert order_best(values, n)[:n] == expected, (trial, size, n)
 
 
 def test_a_misleading_sample_falls_back_to_the_exact_threshold():
