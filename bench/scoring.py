@@ -489,7 +489,8 @@ def main(argv=None) -> int:
         print(f"{r['users']:>9,} x {r['items']:>7,} rank {r['rank']}: ours {r.get('ours_s')} s, "
               f"spark {r.get('spark_builtin_s')} s ({r.get('speedup_vs_spark')}x), "
               f"implicit {r.get('implicit_s')} s ({r.get('speedup_vs_implicit')}x; its recommend call alone "
-              f"{r.get('implicit_recommend_s')} s, {r.get('speedup_vs_implicit_recommend_call')}x), exact {r.get('exact')}")
+              f"{r.get('implicit_recommend_s')} s, {r.get('speedup_vs_implicit_recommend_call')}x), "
+              f"exact {r.get('exact')}")
     return 0
 
 

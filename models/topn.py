@@ -9,16 +9,17 @@ afterwards (apache/spark#17742). Here:
   matrix product (``user_vecs @ item_vecs.T``) into a reused buffer, then ``_select_rows`` (compiled with numba)
   reads it. The product is most of the work. With a rank of 32-128 the inner dimension is short, and BLAS
   libraries differ on such shapes, and which is faster depends on the CPU: ``gemm="auto"`` times BLIS (the
-  ``blis`` package) and numpy's own BLAS on the job's block shape and takes the faster (bench/results/scoring.json
-  has the kernel figures of both).
+  ``blis`` package) and numpy's own BLAS on the job's block shape and takes the faster (the kernel figures of both
+  are in bench/results/scoring.json, AVX-512, and scoring-avx2.json).
 * The selection is exact and several times cheaper than ``np.argpartition`` (which costs more than the product):
   per row, the seen columns are set to -inf; a threshold is read from a strided sample of the row (the k-th
   largest sampled score, k chosen so that about ``OVERSAMPLE * n`` scores pass it); one pass collects the scores
   at or above it (64 columns at a time: a vectorised compare builds a bit mask, and only its set bits are
   visited); the candidates are counted into equal score buckets, which finds the bucket of the n-th best and
   places those above it nearly in order, and an insertion sort of unique 64-bit keys (score bits, column) finishes
-  the order (no comparison sort of random scores: its mispredicted branches cost more than the rest). A row where fewer than n pass gets every finite score as candidate instead, so no row can miss an
-  item: the top N always lie above the threshold.
+  the order (no comparison sort of random scores: its mispredicted branches cost more than the rest). A row where
+  fewer than n pass gets every finite score as candidate instead, so no row can miss an item: the top N always lie
+  above the threshold.
 * Order: score descending, ties broken by item_idx ascending, so the output equals a brute-force full sort.
 * The seen pairs are collected (and broadcast) in a driver thread while the item factors are: the two set-up
   chains overlap instead of adding up.
@@ -103,7 +104,8 @@ def resolve_gemm(gemm: str = "auto", *, rows: int = MAX_BLOCK_USERS, items: int 
     (``rows`` users x ``rank``, by up to AUTO_GEMM_MAX_ITEMS of the ``items``), best of a few rounds, and BLIS is
     chosen only when it is at least AUTO_GEMM_MARGIN faster: which one wins depends on the CPU (BLIS's kernels beat
     OpenBLAS's on an AVX2 EPYC, OpenBLAS's AVX-512 kernels beat BLIS's on an AVX-512 EPYC by 2x; see
-    bench/results/scoring.json). The answer is remembered per shape for the life of the process.
+    bench/results/scoring.json, AVX-512, and scoring-avx2.json). The answer is remembered per shape for the life of
+    the process.
     """
     check_gemm(gemm)
     if gemm != "auto":
