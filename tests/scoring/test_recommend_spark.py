@@ -73,6 +73,19 @@ def test_seen_lists_joined_in_spark_give_the_same_rows(case, n):
     assert {u: [(i, s) for i, s, _ in rows] for u, rows in collected(joined).items()} == case["expected"](n)
 
 
+def test_seen_index_is_collected_up_to_its_limit(spark):
+    """At the limit the index holds every pair (duplicates too), one over it there is none."""
+    pairs = [(u, i) for u in range(40) for i in range(u % 7)] + [(3, 100), (3, 2)]
+    seen = spark.createDataFrame(pairs, f"{C.USER_IDX} int, {C.ITEM_IDX} int").repartition(3)
+    index = topn.collect_seen_index(seen, max_pairs=len(pairs))
+    assert index is not None and len(index.items) == len(pairs)
+    lengths, items = index.lookup(np.array([3, 6, 0, 999]))
+    assert lengths.tolist() == [5, 6, 0, 0]
+    assert sorted(items[:5].tolist()) == [0, 1, 2, 2, 100]
+    assert topn.collect_seen_index(seen, max_pairs=len(pairs) - 1) is None
+    assert topn.collect_seen_index(seen, max_pairs=0) is None
+
+
 def test_chunked_path_under_a_tiny_item_budget_gives_the_same_rows(case):
     """Item factors over budget are scored in chunks (5 items each here) and merged: same items, order, ranks."""
     whole = collected(topn.recommend_top_n(case["users"], case["items"], case["seen"], n=6))
