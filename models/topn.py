@@ -633,7 +633,8 @@ class SeenIndex:
             raise ValueError("user_idx must be >= 0")
         size = int(users.max()) + 1 if len(users) else 0
         offsets = np.zeros(size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(users, minlength=size), out=offsets[1:])
+        _count_per_user(users, offsets)  # not np.bincount: it copies int32 ids to int64 first (0.1-0.2 s at 10M)
+        np.cumsum(offsets, out=offsets)
         grouped = np.empty(len(users), dtype=np.int32)
         _group_by_user(users, np.asarray(items, dtype=np.int32), offsets[:-1].copy(), grouped)
         return SeenIndex(offsets=offsets, items=grouped)
@@ -648,6 +649,13 @@ class SeenIndex:
         before = np.cumsum(lengths) - lengths  # where each user's items start in the output
         positions = np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
         return lengths, self.items[positions]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _count_per_user(users, offsets):
+    """offsets[u + 1] += the number of pairs of user u (ids already checked to be >= 0 and < len(offsets) - 1)."""
+    for i in range(len(users)):
+        offsets[users[i] + 1] += 1
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
