@@ -428,10 +428,12 @@ def bench_size(users: int, items: int, rank: int, n: int, seed: int, methods: li
         if result.get("recommend_s") is not None:
             record.setdefault(f"{method}_recommend_runs_s", []).append(round(result["recommend_s"], 2))
         record[f"{method}_peak_rss_mb"] = max(record.get(f"{method}_peak_rss_mb", 0), result["peak_rss_mb"])
-        call = f" (recommend call {result['recommend_s']:.1f} s)" if result.get("recommend_s") is not None else ""
-        if result.get("second_run_s") is not None:
-            call = f" (second run in the same JVM {result['second_run_s']:.1f} s)"
-        print(f"   {method}: {result['seconds']:.1f} s{call}, {users / result['seconds']:,.0f} users/s, "
+        aside = ""
+        if result.get("recommend_s") is not None:
+            aside = f" (recommend call {result['recommend_s']:.1f} s)"
+        elif result.get("second_run_s") is not None:
+            aside = f" (second run in the same JVM {result['second_run_s']:.1f} s)"
+        print(f"   {method}: {result['seconds']:.1f} s{aside}, {users / result['seconds']:,.0f} users/s, "
               f"peak {result['peak_rss_mb']:,} MB (load {os.getloadavg()[0]:.1f})", flush=True)
         if f"{method}_check" not in record:
             check = reference_check(folder, result["lists"], n, items)
