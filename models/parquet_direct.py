@@ -1,0 +1,162 @@
+"""Collect a DataFrame to the driver straight from its Parquet files, when Spark's plan proves that gives its rows.
+
+The scorer's set-up brings two inputs to the driver: the seen (user, item) pairs and the item factors. Through
+Spark each is a job: the JVM reads the Parquet files, turns the columns into rows and the rows into Arrow batches,
+and hands those to Python over a socket. On a fresh JVM (every nightly run) that took 1.5-1.9 s for 5M seen
+pairs and 0.8-1.3 s for 20k item factors, on 2 cores. When the DataFrame is nothing but a choice (and renaming)
+of columns of Parquet files on a local or mounted filesystem, pyarrow reads the same rows in 0.05-0.15 s.
+
+``parquet_source`` finds such a DataFrame from its physical plan, and refuses (returns None) unless every row of
+the files is a row of the DataFrame and every column is a file column:
+
+* the plan is a file scan of Parquet (plain, or a Delta table's files) with at most column projections, renames
+  and Spark's row conversion above it: no filter, join, aggregate, computed column, cache or RDD;
+* the scan prunes nothing (no partition or data filters) and reads no partition column (their values live in the
+  folder names, not in the files) and no metadata column;
+* a Delta table has no column mapping (the files' column names would differ). Deletion vectors need no check of
+  their own: Spark reads them with a row filter in the plan, which is refused;
+* every file is a ``file:`` URI. Object stores (s3a, abfss, gs) are read through Spark: the driver may not hold
+  the executors' credentials or Hadoop's settings for them.
+
+Anything else, or Spark Connect (no plan to ask), and the caller collects through Spark. The rows come in no
+particular order (as through Spark), cast to the Arrow types Spark's own collection gives for the DataFrame's
+schema; a file that cannot be read or cast makes ``to_arrow`` fall back to Spark, never to fewer rows.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+PARQUET_FORMATS = ("ParquetFileFormat", "DeltaParquetFileFormat")
+# physical operators that pass the scan's rows through unchanged (whole-stage code generation, row conversion)
+PASS_THROUGH_NODES = ("WholeStageCodegenExec", "InputAdapter", "ColumnarToRowExec")
+METADATA_PREFIXES = ("_metadata", "__delta_internal", "_tmp_metadata")
+
+
+@dataclass(frozen=True)
+class ParquetSource:
+    """The Parquet files behind a DataFrame and which file column gives each of its columns."""
+
+    paths: tuple[str, ...]  # local paths of the files
+    columns: tuple[tuple[str, str], ...]  # (DataFrame column, file column), in the DataFrame's order
+    schema: pa.Schema  # the Arrow schema Spark's collection gives for the DataFrame
+
+    def num_rows(self) -> int:
+        """Rows in the files, from their footers (nothing else is read)."""
+        return sum(pq.read_metadata(path).num_rows for path in self.paths)
+
+    def read(self) -> pa.Table:
+        """Every row of the files, with the DataFrame's column names and Arrow types."""
+        if not self.paths:
+            return self.schema.empty_table()
+        file_columns = [source for _, source in self.columns]
+        table = pq.read_table(list(self.paths), columns=list(dict.fromkeys(file_columns)), partitioning=None)
+        table = table.select(file_columns).rename_columns([name for name, _ in self.columns])
+        return table.cast(self.schema)  # safe: an out-of-range value raises instead of wrapping
+
+
+def parquet_source(df: DataFrame) -> ParquetSource | None:
+    """The Parquet files that hold exactly ``df``'s rows and columns, or None (see the module's docstring)."""
+    try:
+        plan = df._jdf.queryExecution().executedPlan()
+    except Exception:  # noqa: BLE001 - Spark Connect or no JVM plan: the caller goes through Spark
+        return None
+    try:
+        columns = _file_columns(plan)
+        if columns is None:
+            return None
+        paths = []
+        for uri in df.inputFiles():
+            parsed = urlparse(uri)
+            if parsed.scheme != "file":
+                return None
+            paths.append(unquote(parsed.path))
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        schema = to_arrow_schema(df.schema)
+    except Exception:  # noqa: BLE001 - a plan shape this code does not know: read through Spark
+        log.debug("no direct Parquet read for this plan", exc_info=True)
+        return None
+    return ParquetSource(paths=tuple(paths), columns=tuple(columns), schema=schema)
+
+
+def to_arrow(df: DataFrame, *, direct: bool = True, source: ParquetSource | None = None) -> pa.Table:
+    """``df`` collected as an Arrow table: from its Parquet files when ``direct`` and parquet_source allows it
+    (``source``, when the caller already has it), through Spark's ``toArrow`` otherwise or if that read fails."""
+    if direct:
+        source = source or parquet_source(df)
+        if source is not None:
+            try:
+                return source.read()
+            except (OSError, KeyError, pa.ArrowException) as error:
+                log.warning("reading %d Parquet files directly failed (%s); collecting through Spark instead",
+                            len(source.paths), error)
+    return df.toArrow()
+
+
+def _file_columns(plan) -> list[tuple[str, str]] | None:
+    """[(output column, file column)] when ``plan`` (a JVM SparkPlan) is a plain Parquet scan under projections."""
+    outputs = _attributes(plan.output())
+    wanted = [(name, expr_id) for name, expr_id in outputs]  # each output column: the expression id it comes from
+    node = plan
+    while True:
+        kind = node.getClass().getSimpleName()
+        if kind == "FileSourceScanExec":
+            return _scan_columns(node, wanted)
+        if kind == "ProjectExec":
+            sources = {}
+            entries = node.projectList()
+            for i in range(entries.size()):
+                entry = entries.apply(i)
+                entry_kind = entry.getClass().getSimpleName()
+                if entry_kind == "Alias":
+                    child = entry.child()
+                    if child.getClass().getSimpleName() != "AttributeReference":
+                        return None  # a computed column
+                    sources[entry.exprId().id()] = child.exprId().id()
+                elif entry_kind == "AttributeReference":
+                    sources[entry.exprId().id()] = entry.exprId().id()
+                else:
+                    return None
+            if any(expr_id not in sources for _, expr_id in wanted):
+                return None
+            wanted = [(name, sources[expr_id]) for name, expr_id in wanted]
+        elif kind not in PASS_THROUGH_NODES:
+            return None
+        children = node.children()
+        if children.size() != 1:
+            return None
+        node = children.apply(0)
+
+
+def _scan_columns(scan, wanted: list[tuple[str, int]]) -> list[tuple[str, str]] | None:
+    relation = scan.relation()
+    file_format = relation.fileFormat()
+    if file_format.getClass().getSimpleName() not in PARQUET_FORMATS:
+        return None
+    if not scan.partitionFilters().isEmpty() or not scan.dataFilters().isEmpty():
+        return None
+    if file_format.getClass().getSimpleName() == "DeltaParquetFileFormat":
+        if file_format.columnMappingMode().name() != "none":
+            return None
+    partition_columns = {name.lower() for name in relation.partitionSchema().fieldNames()}
+    by_id = {expr_id: name for name, expr_id in _attributes(scan.output())}
+    columns = []
+    for name, expr_id in wanted:
+        source = by_id.get(expr_id)
+        if source is None or source.lower() in partition_columns or source.startswith(METADATA_PREFIXES):
+            return None
+        columns.append((name, source))
+    return columns
+
+
+def _attributes(seq) -> list[tuple[str, int]]:
+    """(name, expression id) of a Scala Seq of attributes."""
+    return [(seq.apply(i).name(), seq.apply(i).exprId().id()) for i in range(seq.size())]
