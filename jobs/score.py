@@ -66,6 +66,10 @@ def build_parser():
                          help="bound on one block's score matrix (users x items x 4 bytes) in a Python worker")
     scoring.add_argument("--item-budget-mb", type=int, default=DEFAULT_ITEM_BUDGET_BYTES >> 20,
                          help="item factors up to this size are broadcast whole; larger ones are scored in chunks")
+    scoring.add_argument("--read-through-spark", action="store_true",
+                         help="collect the seen pairs and item factors through Spark even when they are plain "
+                              "Parquet files on a local or mounted filesystem (which the driver otherwise reads "
+                              "itself: models.parquet_direct)")
     return parser
 
 
@@ -88,7 +92,7 @@ def run(spark, args) -> dict:
                        "gemm": args.gemm}
 
     top = recommend_top_n(model.user_factors, model.item_factors, training.select(C.USER_IDX, C.ITEM_IDX),
-                          n=args.n, **scoring_options)
+                          n=args.n, direct_read=not args.read_through_spark, **scoring_options)
     recs = (
         top.join(model.user_ids, on=C.USER_IDX).join(model.item_ids, on=C.ITEM_IDX)
         .select(F.lit(model_version).alias(C.MODEL_VERSION), C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE)

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 from deploy import snapshot
 from jobs import generate_logs, nightly, publish, score, tables
 from jobs.cli import Lake
+from models import parquet_direct
 from models.als import load_model
 from jobs.train import model_run
 from transforms import columns as C
@@ -65,6 +66,24 @@ def test_recommendations_equal_a_brute_force_over_the_saved_factors(spark, lake)
         near = [s for s, _ in scored[: N + 1]]
         if len(set(np.round(near, 5))) == len(near):  # no near-ties around the top N: the order is exact
             assert got[user_id[u]] == expected, u
+
+
+def test_the_jobs_inputs_are_read_from_their_files_and_through_spark_alike(spark, lake):
+    """The saved model's item factors and the training table at the model's version are plain Parquet scans: the
+    driver reads them itself. --read-through-spark collects them through Spark and writes the same rows."""
+    meta = model_run(spark, lake, VERSION)
+    model = load_model(spark, meta["model_dir"])
+    training = tables.read(spark, meta["training_table"], version=meta["training_version"])
+    assert parquet_direct.parquet_source(model.item_factors.select(C.ITEM_IDX, C.FEATURES)) is not None
+    assert parquet_direct.parquet_source(training.select(C.USER_IDX, C.ITEM_IDX)) is not None
+
+    def recommendations():
+        return sorted(tuple(r) for r in rows_of(spark, lake, "user_recommendations")
+                      .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).collect())
+
+    direct = recommendations()
+    assert rescore(spark, lake, "--read-through-spark")["rows"] == len(direct)
+    assert recommendations() == direct
 
 
 def test_default_run_writes_als_similar_items_and_publishes_them(spark, lake):
