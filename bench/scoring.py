@@ -13,6 +13,10 @@ For each size (users x items), the same factor matrices and the same seen items 
   run without it comes first, reported as ``ours_cold_s`` (a fresh JVM's first job: what a one-off run pays).
   Each process then runs the same job a second time, reported apart as ``ours_second_run_s`` (not used in any
   ratio): the JVM has compiled its hot loops for this volume by then, which the first run pays for (about 1 s).
+  The seen pairs and the item factors are plain Parquet files here, so the driver reads them with pyarrow
+  (models.parquet_direct; ``ours_read_directly`` says it did), as implicit's loader does.
+* ``ours_read_through_spark``: the same with ``direct_read=False``: both collected through Spark, as for tables on
+  an object store. Runs in the same rounds; ``speedup_vs_implicit_read_through_spark`` is its ratio.
 * ``spark_builtin``: ``ALSModel.recommendForAllUsers(n + max seen)``, then seen items removed (anti-join) and the
   first n kept, materialised the same way. An ALSModel cannot be built from given factors, so a tiny model of
   the same rank is trained, saved, and its userFactors/itemFactors parquet replaced by ours before loading: the
@@ -59,7 +63,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scoring.json"
-METHODS = ("ours", "spark_builtin", "implicit")
+METHODS = ("ours", "ours_read_through_spark", "spark_builtin", "implicit")
 SAMPLE_USERS = 2000
 SPARK_CONF = {
     "spark.driver.memory": "6g",
@@ -134,33 +138,43 @@ def sample_lists(rows, user_col="user_idx", item_col="item_idx", rank_col="rank"
     return out
 
 
-def worker_ours(folder: Path, n: int, warm: bool = True, **_) -> dict:
+def worker_ours(folder: Path, n: int, warm: bool = True, direct_read: bool = True, **_) -> dict:
     from pyspark.sql import functions as F
 
+    from models.parquet_direct import parquet_source
     from models.topn import recommend_top_n
 
     spark = spark_session()
-    warmup_s = warm_engine(spark, folder / "toy") if warm else None
+    warmup_s = warm_engine(spark, folder / "toy", direct_read=direct_read) if warm else None
     users = spark.read.parquet(str(folder / "users.parquet"))
     items = spark.read.parquet(str(folder / "items.parquet"))
     seen = spark.read.parquet(str(folder / "seen.parquet"))
+    # what the scorer reads with pyarrow when direct_read is on (both, for these plain Parquet files)
+    read_directly = direct_read and all(parquet_source(df.select(*cols)) is not None for df, cols in (
+        (items, ("item_idx", "features")), (seen, ("user_idx", "item_idx"))))
     started = time.perf_counter()
-    top = recommend_top_n(users, items, seen, n=n)
+    top = recommend_top_n(users, items, seen, n=n, direct_read=direct_read)
     top.write.format("noop").mode("overwrite").save()
     seconds = time.perf_counter() - started
     second_s = None
     if warm:  # the same job once more in this JVM: its code paths now compiled for this volume
         again = time.perf_counter()
-        recommend_top_n(users, items, seen, n=n).write.format("noop").mode("overwrite").save()
+        recommend_top_n(users, items, seen, n=n, direct_read=direct_read).write.format("noop").mode("overwrite").save()
         second_s = time.perf_counter() - again
     sample = np.load(folder / "sample.npy").tolist()
     subset = users.where(F.col("user_idx").isin(sample))
-    lists = sample_lists(recommend_top_n(subset, items, seen, n=n).collect())
+    lists = sample_lists(recommend_top_n(subset, items, seen, n=n, direct_read=direct_read).collect())
     spark.stop()
-    return {"seconds": seconds, "lists": lists, "warmup_s": warmup_s, "second_run_s": second_s}
+    return {"seconds": seconds, "lists": lists, "warmup_s": warmup_s, "second_run_s": second_s,
+            "read_directly": read_directly}
 
 
-def warm_engine(spark, folder: Path) -> float:
+def worker_ours_read_through_spark(folder: Path, n: int, warm: bool = True, **_) -> dict:
+    """Ours with the seen pairs and item factors collected through Spark (what an object store gets)."""
+    return worker_ours(folder, n, warm=warm, direct_read=False)
+
+
+def warm_engine(spark, folder: Path, direct_read: bool = True) -> float:
     """Run our scorer once on a toy problem (8 users x 300 items, rank 4) read from Parquet, like the real one.
 
     implicit is timed after its import, in a process that has run Python before; Spark's built-in runs in a JVM
@@ -183,7 +197,7 @@ def warm_engine(spark, folder: Path) -> float:
     spark.createDataFrame([(0, 1), (3, 7)], "user_idx int, item_idx int").write.mode("overwrite").parquet(
         str(folder / "seen"))
     toy = [spark.read.parquet(str(folder / name)) for name in ("users", "items", "seen")]
-    recommend_top_n(*toy, n=5).write.format("noop").mode("overwrite").save()
+    recommend_top_n(*toy, n=5, direct_read=direct_read).write.format("noop").mode("overwrite").save()
     return time.perf_counter() - started
 
 
@@ -265,7 +279,8 @@ def read_factors(path: Path, id_col: str, rank: int) -> np.ndarray:
     return vecs
 
 
-WORKERS = {"ours": worker_ours, "spark_builtin": worker_spark_builtin, "implicit": worker_implicit}
+WORKERS = {"ours": worker_ours, "ours_read_through_spark": worker_ours_read_through_spark,
+           "spark_builtin": worker_spark_builtin, "implicit": worker_implicit}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -409,7 +424,7 @@ def bench_size(users: int, items: int, rank: int, n: int, seed: int, methods: li
     cold_first = "ours" in methods and rounds > 1  # one cold run of ours first, reported apart
     order = ["ours"] if cold_first else []
     for r in range(rounds):
-        order += [m for m in ("ours", "implicit") if m in methods]
+        order += [m for m in ("ours", "ours_read_through_spark", "implicit") if m in methods]
         if r == 0 and "spark_builtin" in methods and "spark_builtin" not in skipped:
             order.append("spark_builtin")
     for position, method in enumerate(order):
@@ -427,6 +442,8 @@ def bench_size(users: int, items: int, rank: int, n: int, seed: int, methods: li
             record.setdefault(f"{method}_second_run_s", []).append(round(result["second_run_s"], 2))
         if result.get("recommend_s") is not None:
             record.setdefault(f"{method}_recommend_runs_s", []).append(round(result["recommend_s"], 2))
+        if result.get("read_directly") is not None:
+            record[f"{method}_read_directly"] = result["read_directly"]
         record[f"{method}_peak_rss_mb"] = max(record.get(f"{method}_peak_rss_mb", 0), result["peak_rss_mb"])
         aside = ""
         if result.get("recommend_s") is not None:
@@ -454,6 +471,9 @@ def bench_size(users: int, items: int, rank: int, n: int, seed: int, methods: li
             record[key] = round(record[f"{other}_s"] / record["ours_s"], 1)
         else:
             record[key] = None
+    if record.get("implicit_s") and record.get("ours_read_through_spark_s"):
+        record["speedup_vs_implicit_read_through_spark"] = round(
+            record["implicit_s"] / record["ours_read_through_spark_s"], 1)
     for method in methods:
         if f"{method}_check" in record:
             check = record[f"{method}_check"]
