@@ -634,15 +634,24 @@ class SeenIndex:
 
     @staticmethod
     def from_pairs(users: np.ndarray, items: np.ndarray) -> "SeenIndex":
-        users = np.asarray(users)
-        if len(users) and users.min() < 0:
+        return SeenIndex.from_chunks([users], [items])
+
+    @staticmethod
+    def from_chunks(users: list[np.ndarray], items: list[np.ndarray]) -> "SeenIndex":
+        """The index of the pairs (users[k][j], items[k][j]), chunk by chunk (as Arrow record batches come): the
+        chunks are not concatenated first (a copy of every pair, which costs more than the grouping itself)."""
+        users = [np.asarray(chunk) for chunk in users]
+        if any(len(chunk) and chunk.min() < 0 for chunk in users):
             raise ValueError("user_idx must be >= 0")
-        size = int(users.max()) + 1 if len(users) else 0
+        size = max((int(chunk.max()) + 1 for chunk in users if len(chunk)), default=0)
         offsets = np.zeros(size + 1, dtype=np.int64)
-        _count_per_user(users, offsets)  # not np.bincount: it copies int32 ids to int64 first (0.1-0.2 s at 10M)
+        for chunk in users:  # not np.bincount: it copies int32 ids to int64 first (0.1-0.2 s at 10M)
+            _count_per_user(chunk, offsets)
         np.cumsum(offsets, out=offsets)
-        grouped = np.empty(len(users), dtype=np.int32)
-        _group_by_user(users, np.asarray(items, dtype=np.int32), offsets[:-1].copy(), grouped)
+        grouped = np.empty(int(offsets[-1]), dtype=np.int32)
+        next_slot = offsets[:-1].copy()
+        for user_chunk, item_chunk in zip(users, items, strict=True):
+            _group_by_user(user_chunk, np.asarray(item_chunk, dtype=np.int32), next_slot, grouped)
         return SeenIndex(offsets=offsets, items=grouped)
 
     def lookup(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -691,11 +700,13 @@ def collect_seen_index(seen: DataFrame, *, max_pairs: int, direct_read: bool = T
     if (count if count is not None else pairs.count()) > max_pairs:
         return None
     table = parquet_direct.to_arrow(pairs, direct=source is not None, source=source)
-    users = table.column(C.USER_IDX).to_numpy() if table.num_rows else np.empty(0, np.int64)
-    items = table.column(C.ITEM_IDX).to_numpy() if table.num_rows else np.empty(0, np.int32)
-    if len(users) and (users.min() < 0):
+    if table.column(C.USER_IDX).null_count or table.column(C.ITEM_IDX).null_count:
+        table = table.drop_null()  # a pair without a user or an item excludes nothing (as in the joined path)
+    batches = [batch for batch in table.to_batches() if batch.num_rows]
+    users = [batch.column(C.USER_IDX).to_numpy() for batch in batches]  # zero-copy views of the batches
+    if any(chunk.min() < 0 for chunk in users):
         return None
-    return SeenIndex.from_pairs(users, items)
+    return SeenIndex.from_chunks(users, [batch.column(C.ITEM_IDX).to_numpy() for batch in batches])
 
 
 def factor_shape(factors: DataFrame, id_col: str) -> tuple[int, int]:

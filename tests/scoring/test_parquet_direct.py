@@ -159,6 +159,15 @@ def test_seen_index_and_item_factors_read_directly_equal_spark_collection(spark,
     assert np.array_equal(got_ids, np.sort(ids))
 
 
+@pytest.mark.parametrize("direct_read", [True, False])
+def test_seen_pairs_with_a_null_id_exclude_nothing(spark, tmp_path, direct_read):
+    pairs = [(1, 5), (None, 6), (2, None), (2, 7), (1, 8)]
+    spark.createDataFrame(pairs, f"{C.USER_IDX} int, {C.ITEM_IDX} int").write.parquet(str(tmp_path / "seen"))
+    index = topn.collect_seen_index(spark.read.parquet(str(tmp_path / "seen")), max_pairs=10, direct_read=direct_read)
+    lengths, items = index.lookup(np.array([1, 2, 0]))
+    assert lengths.tolist() == [2, 1, 0] and sorted(items[:2].tolist()) == [5, 8] and items[2] == 7
+
+
 def test_recommendations_from_files_are_the_same_read_either_way(spark, tmp_path):
     rng = np.random.default_rng(11)
     for name, count in (("users", 60), ("items", 45)):
