@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from models import parquet_direct, topn
 from transforms import columns as C
@@ -33,7 +34,8 @@ def pairs(spark):
     return spark.range(300).select((F.col("id") % 17).cast("int").alias(C.USER_IDX),
                                    (F.col("id") * 7 % 101).cast("int").alias(C.ITEM_IDX),
                                    (F.col("id") % 3).cast("int").alias("part"),
-                                   (F.col("id") / 10).alias("weight"))
+                                   (F.col("id") / 10).alias("weight"),
+                                   (F.col("id") % 5 / 2).cast("decimal(4,1)").alias("price"))
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,7 @@ def test_plans_that_are_not_the_files_rows_are_refused(spark, pairs, parquet_pat
         "python rows": spark.createDataFrame([(1, 2)], f"{C.USER_IDX} int, {C.ITEM_IDX} int"),
         "union": scan.select(C.USER_IDX).union(scan.select(C.ITEM_IDX)),
         "metadata column": scan.select(C.USER_IDX, "_metadata.file_path"),
+        "decimal column": scan.select(C.USER_IDX, "price"),
     }
     parted = str(tmp_path / "parted")
     pairs.write.partitionBy("part").parquet(parted)
@@ -96,6 +99,9 @@ def test_plans_that_are_not_the_files_rows_are_refused(spark, pairs, parquet_pat
     refused["column mapping"] = spark.read.format("delta").load(mapped).select(C.USER_IDX, C.ITEM_IDX)
     accepted = [name for name, df in refused.items() if parquet_direct.parquet_source(df) is not None]
     assert accepted == []
+    with_field_ids = spark.read.schema(T.StructType([
+        T.StructField(C.USER_IDX, T.IntegerType(), metadata={parquet_direct.FIELD_ID_KEY: 1})])).parquet(parquet_path)
+    assert parquet_direct.parquet_source(with_field_ids) is None  # Spark may match this column by id, not name
     # to_arrow still gives Spark's rows for them: the rows a DELETE removed stay removed
     table = parquet_direct.to_arrow(refused["deletion vectors"])
     assert table.num_rows == pairs.where(f"{C.ITEM_IDX} >= 50").count()
