@@ -103,7 +103,10 @@ def to_arrow(df: DataFrame, *, direct: bool = True, source: ParquetSource | None
         source = source or parquet_source(df)
         if source is not None:
             try:
-                return source.read()
+                table = source.read()
+                log.info("read %s rows of %s from %d Parquet files directly", f"{table.num_rows:,}",
+                         ", ".join(table.column_names), len(source.paths))
+                return table
             except (OSError, KeyError, pa.ArrowException) as error:
                 log.warning("reading %d Parquet files directly failed (%s); collecting through Spark instead",
                             len(source.paths), error)

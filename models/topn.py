@@ -22,7 +22,8 @@ afterwards (apache/spark#17742). Here:
   above the threshold.
 * Order: score descending, ties broken by item_idx ascending, so the output equals a brute-force full sort.
 * The seen pairs are collected (and broadcast) in a driver thread while the item factors are: the two set-up
-  chains overlap instead of adding up.
+  chains overlap instead of adding up. Both are read by the driver from their Parquet files when Spark's plan
+  shows a plain scan of local files (models.parquet_direct), and collected through Spark otherwise.
 * Item factors that fit ``item_budget_bytes`` are broadcast once. Larger ones are split into chunks that do fit:
   every user is scored against each chunk (partial top N per chunk, one broadcast at a time), and the partial
   lists are merged with a window ordered the same way. The result is the same, the memory is bounded.
