@@ -159,7 +159,8 @@ def worker_ours(folder: Path, n: int, warm: bool = True, direct_read: bool = Tru
     second_s = None
     if warm:  # the same job once more in this JVM: its code paths now compiled for this volume
         again = time.perf_counter()
-        recommend_top_n(users, items, seen, n=n, direct_read=direct_read).write.format("noop").mode("overwrite").save()
+        again_top = recommend_top_n(users, items, seen, n=n, direct_read=direct_read)
+        again_top.write.format("noop").mode("overwrite").save()
         second_s = time.perf_counter() - again
     sample = np.load(folder / "sample.npy").tolist()
     subset = users.where(F.col("user_idx").isin(sample))

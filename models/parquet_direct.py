@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,6 @@ def parquet_source(df: DataFrame) -> ParquetSource | None:
             if parsed.scheme != "file":
                 return None
             paths.append(unquote(parsed.path))
-        from pyspark.sql.pandas.types import to_arrow_schema
-
         schema = to_arrow_schema(df.schema)
     except Exception:  # noqa: BLE001 - a plan shape this code does not know: read through Spark
         log.debug("no direct Parquet read for this plan", exc_info=True)
@@ -115,8 +114,7 @@ def to_arrow(df: DataFrame, *, direct: bool = True, source: ParquetSource | None
 
 def _file_columns(plan) -> list[tuple[str, str]] | None:
     """[(output column, file column)] when ``plan`` (a JVM SparkPlan) is a plain Parquet scan under projections."""
-    outputs = _attributes(plan.output())
-    wanted = [(name, expr_id) for name, expr_id in outputs]  # each output column: the expression id it comes from
+    wanted = _attributes(plan.output())  # each output column: the expression id it comes from
     node = plan
     while True:
         kind = node.getClass().getSimpleName()
@@ -151,13 +149,13 @@ def _file_columns(plan) -> list[tuple[str, str]] | None:
 def _scan_columns(scan, wanted: list[tuple[str, int]]) -> list[tuple[str, str]] | None:
     relation = scan.relation()
     file_format = relation.fileFormat()
-    if file_format.getClass().getSimpleName() not in PARQUET_FORMATS:
+    format_name = file_format.getClass().getSimpleName()
+    if format_name not in PARQUET_FORMATS:
         return None
     if not scan.partitionFilters().isEmpty() or not scan.dataFilters().isEmpty():
         return None
-    if file_format.getClass().getSimpleName() == "DeltaParquetFileFormat":
-        if file_format.columnMappingMode().name() != "none":
-            return None
+    if format_name == "DeltaParquetFileFormat" and file_format.columnMappingMode().name() != "none":
+        return None
     if FIELD_ID_KEY in relation.dataSchema().json():
         return None
     partition_columns = {name.lower() for name in relation.partitionSchema().fieldNames()}
@@ -179,4 +177,5 @@ def _plain_type(data_type) -> bool:
 
 def _attributes(seq) -> list[tuple[str, int]]:
     """(name, expression id) of a Scala Seq of attributes."""
-    return [(seq.apply(i).name(), seq.apply(i).exprId().id()) for i in range(seq.size())]
+    attributes = [seq.apply(i) for i in range(seq.size())]
+    return [(attribute.name(), attribute.exprId().id()) for attribute in attributes]

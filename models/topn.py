@@ -693,12 +693,14 @@ def collect_seen_index(seen: DataFrame, *, max_pairs: int, direct_read: bool = T
     if max_pairs < 1:
         return None
     source = parquet_direct.parquet_source(pairs) if direct_read else None
-    try:
-        count = source.num_rows() if source is not None else None
-    except (OSError, pa.ArrowException) as error:
-        log.warning("cannot count the seen pairs from their Parquet footers (%s); counting them in Spark", error)
-        source, count = None, None
-    if (count if count is not None else pairs.count()) > max_pairs:
+    count = None
+    if source is not None:
+        try:
+            count = source.num_rows()
+        except (OSError, pa.ArrowException) as error:
+            log.warning("cannot count the seen pairs from their Parquet footers (%s); counting them in Spark", error)
+            source = None
+    if (pairs.count() if count is None else count) > max_pairs:
         return None
     table = parquet_direct.to_arrow(pairs, direct=source is not None, source=source)
     if table.column(C.USER_IDX).null_count or table.column(C.ITEM_IDX).null_count:
