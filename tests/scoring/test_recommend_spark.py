@@ -3,6 +3,7 @@ broadcast as an index or joined in Spark, equal a brute force."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from models import topn
@@ -152,3 +153,44 @@ def test_item_vectors_of_different_lengths_are_an_error_on_either_path(spark, tm
     for items in (uneven, spark.read.parquet(str(tmp_path / "uneven"))):
         with pytest.raises(ValueError, match="differ in length"):
             topn.recommend_top_n(case["users"], items, case["seen"], n=3)
+
+
+class _Shared:
+    """Stands in for a Spark broadcast inside one process: the scorer only reads ``.value``."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+@pytest.mark.parametrize("seen_from", ["index", "list column"])
+def test_the_scorer_writes_batches_in_slices_of_users_with_the_same_rows(monkeypatch, seen_from):
+    """A batch larger than OUTPUT_SLICE_USERS goes out in several record batches; each user's seen items stay with
+    that user across the slice boundaries (index lookup, or the batch's own list column), and the rows equal a brute
+    force."""
+    rng = np.random.default_rng(11)
+    user_ids = np.arange(23, dtype=np.int32) * 2
+    item_ids = np.arange(0, 60, 2, dtype=np.int32)
+    user_vecs = rng.standard_normal((len(user_ids), RANK)).astype(np.float32)
+    item_vecs = rng.standard_normal((len(item_ids), RANK)).astype(np.float32)
+    seen_lists = [[int(i) for i in rng.choice(item_ids, size=k % 7, replace=False)] for k in range(len(user_ids))]
+    seen = {(int(u), i) for u, items in zip(user_ids, seen_lists) for i in items}
+    columns = {C.USER_IDX: pa.array(user_ids), C.FEATURES: pa.array(list(user_vecs), pa.list_(pa.float32()))}
+    index = None
+    if seen_from == "index":
+        pairs = np.array(sorted(seen), dtype=np.int32).reshape(-1, 2)
+        index = _Shared(topn.SeenIndex.from_pairs(pairs[:, 0], pairs[:, 1]))
+    else:
+        columns[topn.SEEN] = pa.array(seen_lists, pa.list_(pa.int32()))
+    batch = pa.RecordBatch.from_pydict(columns)
+    monkeypatch.setattr(topn, "OUTPUT_SLICE_USERS", 5)
+    scorer = topn._partition_scorer(_Shared((item_ids, item_vecs)), 4, RANK, 2, index, "numpy")
+    out = list(scorer(iter([batch])))
+    assert [b.num_rows for b in out] == [20, 20, 20, 20, 12]  # 5 users x 4 items a slice; 3 users last
+    table = pa.Table.from_batches(out).to_pydict()
+    got: dict[int, list] = {}
+    for u, i, s in zip(table[C.USER_IDX], table[C.ITEM_IDX], table[C.SCORE]):
+        got.setdefault(u, []).append((i, s))
+    expected = brute_force(user_ids, user_vecs, item_ids, item_vecs, seen, 4)
+    assert {u: [i for i, _ in rows] for u, rows in got.items()} == {u: [i for i, _ in rows]
+                                                                   for u, rows in expected.items()}
+    assert all(np.allclose([s for _, s in got[u]], [s for _, s in expected[u]], rtol=1e-5) for u in expected)
