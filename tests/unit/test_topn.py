@@ -56,6 +56,18 @@ def test_recommend_top_n_on_spark_excludes_seen_and_keeps_every_user(spark):
     assert ranks == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("item_ids, dtype", [([0, 65_535, 7], np.uint16), ([0, 65_536, 7], np.int32),
+                                              ([-1, 3, 7], np.int32)])
+def test_seen_index_stores_items_in_16_bits_only_when_every_id_fits(item_ids, dtype):
+    """Half the bytes to broadcast for catalogues under 65,536 items; an id outside 0..65535 keeps 32 bits, so no id
+    wraps round to another item's (a -1 would become 65535)."""
+    index = topn.SeenIndex.from_chunks([np.array([1, 0], np.int32), np.array([1], np.int32)],
+                                       [np.array(item_ids[:2], np.int64), np.array(item_ids[2:], np.int32)])
+    assert index.items.dtype == dtype
+    lengths, items = index.lookup(np.array([1, 0]))
+    assert lengths.tolist() == [2, 1] and items.tolist() == [item_ids[0], item_ids[2], item_ids[1]]
+
+
 def test_seen_index_returns_each_users_items_in_the_users_order():
     index = topn.SeenIndex.from_pairs(np.array([5, 2, 5, 0, 2, 5]), np.array([50, 20, 51, 1, 21, 52]))
     lengths, items = index.lookup(np.array([5, 3, 2, 99, -1, 0], dtype=np.int32))
