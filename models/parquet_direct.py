@@ -28,6 +28,7 @@ schema; a file that cannot be read or cast makes ``to_arrow`` fall back to Spark
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -68,6 +69,67 @@ class ParquetSource:
         table = pq.read_table(list(self.paths), columns=list(dict.fromkeys(file_columns)), partitioning=None)
         table = table.select(file_columns).rename_columns([name for name, _ in self.columns])
         return table.cast(self.schema)  # safe: an out-of-range value raises instead of wrapping
+
+
+@dataclass(frozen=True)
+class RowGroupSlice:
+    """Rows ``start`` to ``stop`` (exclusive) of one row group of one Parquet file."""
+
+    path: str
+    row_group: int
+    start: int
+    stop: int
+
+
+def split_rows(source: ParquetSource, parts: int) -> list[tuple[RowGroupSlice, ...]]:
+    """The files' rows cut into at most ``parts`` runs of consecutive rows (file by file, row group by row group) of
+    nearly equal length, each given as the row-group slices it covers. Only the footers are read. No rows: []."""
+    groups = []  # (path, row group, rows)
+    for path in source.paths:
+        meta = pq.read_metadata(path)
+        groups.extend((path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups))
+    total = sum(rows for _, _, rows in groups)
+    parts = max(1, min(parts, total))
+    runs: list[list[RowGroupSlice]] = [[] for _ in range(parts)] if total else []
+    first_row = 0  # of the current row group, counted over all the files
+    for path, group, rows in groups:
+        # the runs that this group's rows [first_row, first_row + rows) meet; run p holds [total*p//parts, ...)
+        part = first_row * parts // total if total else 0
+        while rows and part < parts:
+            run_start, run_stop = total * part // parts, total * (part + 1) // parts
+            start, stop = max(run_start, first_row), min(run_stop, first_row + rows)
+            if start >= first_row + rows:
+                break
+            if start < stop:
+                runs[part].append(RowGroupSlice(path, group, start - first_row, stop - first_row))
+            part += 1
+        first_row += rows
+    return [tuple(run) for run in runs]
+
+
+def read_slices(source: ParquetSource, slices: tuple[RowGroupSlice, ...], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of ``slices`` in record batches of at most ``batch_rows`` rows, with the DataFrame's column names
+    and Arrow types (as ParquetSource.read gives them). A file that cannot be read raises OSError naming it."""
+    file_columns = [file_column for _, file_column in source.columns]
+    unique = list(dict.fromkeys(file_columns))
+    names = [name for name, _ in source.columns]
+    for piece in slices:
+        try:
+            parquet = pq.ParquetFile(piece.path)
+            position = 0  # of the next batch within the row group
+            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[piece.row_group], columns=unique,
+                                              use_threads=False):
+                lo, hi = max(piece.start - position, 0), min(piece.stop - position, batch.num_rows)
+                position += batch.num_rows
+                if lo < hi:
+                    part = batch.slice(lo, hi - lo)
+                    yield pa.RecordBatch.from_arrays([part.column(c) for c in file_columns], names=names).cast(
+                        source.schema)  # safe: an out-of-range value raises instead of wrapping
+                if position >= piece.stop:
+                    break
+        except (OSError, pa.ArrowException) as error:
+            raise OSError(f"reading rows {piece.start}-{piece.stop} of row group {piece.row_group} of "
+                          f"{piece.path} directly failed: {error}") from error
 
 
 def parquet_source(df: DataFrame) -> ParquetSource | None:

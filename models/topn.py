@@ -63,6 +63,7 @@ DEFAULT_ITEM_BUDGET_BYTES = 1 << 30  # item factors up to this size are broadcas
 DIRECT_COLLECT_MARGIN = 4  # item factors planned at most budget / 4 bytes are collected without counting them first
 DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
 MAX_BLOCK_USERS = 256  # users per matrix product: fewer, larger products amortise BLAS's packing of the items
+DIRECT_READ_BATCH_USERS = 10_000  # users per batch a task reads from the files (Spark's Arrow batch size)
 OUTPUT_SLICE_USERS = 2048  # users per output batch: the scorer's temporaries stay a few MB, reused slice after slice
 KEEP_FREED_BELOW_BYTES = 32 << 20  # glibc's largest heap allocation: smaller blocks are kept and reused (see below)
 GEMM_BACKENDS = ("auto", "blis", "numpy")  # who computes the score blocks; "auto": the faster here (resolve_gemm)
@@ -562,9 +563,14 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     log.info("scoring set up in %.1f s: %d item factors of rank %d in %.1f s, seen items %s", time.perf_counter()
              - started, items_count, rank, items_s, "joined per user in Spark" if shared_seen is None else
              f"collected beside them ({seen_pairs:,} pairs)")
+    user_source = user_reads = None
     if shared_seen is not None:
         users = user_factors.select(C.USER_IDX, C.FEATURES)
-        if partitions is not None or users.rdd.getNumPartitions() < cores:
+        user_source = parquet_direct.parquet_source(users) if direct_read else None
+        if user_source is not None:  # each task reads its share of the files' rows itself: no JVM work per user
+            user_reads = parquet_direct.split_rows(user_source, partitions or 2 * cores)
+            users = spark.range(0, len(user_reads), 1, max(1, len(user_reads)))  # row t: read user_reads[t]
+        elif partitions is not None or users.rdd.getNumPartitions() < cores:
             users = users.repartition(partitions or 2 * cores)
     else:
         partitions = partitions or 2 * cores
@@ -576,7 +582,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     parts = []
     for chunk in range(chunks):
         shared = first_items if chunk == 0 else _broadcast_items(item_factors, chunks, chunk, rank, direct_read)
-        scorer = _partition_scorer(shared, n, rank, block_users, shared_seen, gemm)
+        scorer = _partition_scorer(shared, n, rank, block_users, shared_seen, gemm, user_source, user_reads)
         parts.append(users.mapInArrow(scorer, OUTPUT_SCHEMA))
     if chunks == 1:
         return parts[0]
@@ -605,9 +611,12 @@ def _broadcast_items(item_factors: DataFrame, chunks: int, chunk: int, rank: int
     return item_factors.sparkSession.sparkContext.broadcast((item_idx, item_vecs))
 
 
-def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, gemm: str):
+def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, gemm: str,
+                      user_source: parquet_direct.ParquetSource | None = None, user_reads=None):
     """The mapInArrow function: score each Arrow batch of (user_idx, features[, seen list]) in blocks; the seen
     items come from the batch's list column, or from the broadcast ``SeenIndex`` when one is given (not None).
+    With ``user_source``, the function's input is task numbers instead, and task t reads the users of
+    ``user_reads[t]`` (row-group slices of the source's files) with pyarrow.
     ``gemm`` is the backend recommend_top_n resolved on the driver. The output goes out OUTPUT_SLICE_USERS users
     at a time, so that the temporaries of one slice (seen columns, selected entries, output columns) are small
     blocks that the worker's allocator hands out again for the next slice."""
@@ -617,6 +626,8 @@ def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, 
         item_idx, item_vecs = shared.value
         seen_index = shared_seen.value if shared_seen is not None else None
         scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users, gemm=gemm)
+        if user_source is not None:
+            batches = _read_users(batches, user_source, user_reads)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -637,6 +648,18 @@ def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, 
     return score_partition
 
 
+def _read_users(tasks, source: parquet_direct.ParquetSource, reads):
+    """Arrow batches of (user_idx, features) for the task numbers in the batches ``tasks``: read from the files."""
+    for task_batch in tasks:
+        for task in task_batch.column(0).to_pylist():
+            try:
+                yield from parquet_direct.read_slices(source, reads[task], DIRECT_READ_BATCH_USERS)
+            except OSError as error:
+                raise RuntimeError(f"the scorer could not read the user factors from their Parquet files ({error}); "
+                                   "score with direct_read=False (jobs.score --read-through-spark) to read them "
+                                   "through Spark") from error
+
+
 _KEEPS_FREED_MEMORY = False
 
 
@@ -649,7 +672,11 @@ def keep_freed_memory() -> None:
     reporting, as on the benchmark machine) each fresh page costs several times more. A scorer allocates the same
     sizes batch after batch, so kept blocks are reused: measured in the two Python workers of a 100k x 20k job, page
     faults per run 34-40 thousand -> 0.3 thousand, and their system CPU 0.3-1.4 s -> 0.05 s. The worker keeps its
-    peak heap (tens of MB) until it exits. Once per process; nothing is done where glibc's mallopt is absent."""
+    peak heap (tens of MB) until it exits. pyarrow's buffers then come from the same allocator (its system memory
+    pool): its default pool, mimalloc, hands freed pages back to the kernel after 10 ms, so every batch a task reads
+    from Parquet faulted in fresh pages (a 100k x 20k job's first run in a fresh process, three each: 3.98-4.10 s
+    with mimalloc, 3.74-3.93 s with the system pool). Once per process; nothing is done where glibc's mallopt is
+    absent."""
     global _KEEPS_FREED_MEMORY
     if _KEEPS_FREED_MEMORY:
         return
@@ -664,6 +691,7 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
     mallopt(m_trim_threshold, ctypes.c_int(1 << 30))
     mallopt(m_mmap_threshold, ctypes.c_int(KEEP_FREED_BELOW_BYTES))
+    pa.set_memory_pool(pa.system_memory_pool())  # pyarrow's buffers from glibc too, kept the same way
 
 
 @dataclass(frozen=True)

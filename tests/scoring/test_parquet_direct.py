@@ -190,3 +190,79 @@ def test_recommendations_from_files_are_the_same_read_either_way(spark, tmp_path
     assert results[0] == results[1]
     assert len(results[0]) == sum(min(10, 45 - sum(1 for p in pairs if p[0] == u)) for u in range(60))
     assert not {(r[0], r[1]) for r in results[0]} & set(pairs)
+
+
+def test_split_rows_cuts_the_files_into_even_runs_that_read_back_every_row_once(tmp_path):
+    import pyarrow.parquet as pq
+
+    values = np.arange(32, dtype=np.int64)
+    sizes = {"a.parquet": (0, 23, 10), "b.parquet": (23, 23, 5), "c.parquet": (23, 32, 4)}  # rows, row-group size
+    for name, (start, stop, group_rows) in sizes.items():
+        pq.write_table(pa.table({"u": values[start:stop], "f": pa.array([[float(v)] * 2 for v in values[start:stop]],
+                                                                         pa.list_(pa.float64()))}),
+                       tmp_path / name, row_group_size=group_rows)
+    assert [pq.read_metadata(tmp_path / n).num_row_groups for n in sizes] == [3, 1, 3]  # 10+10+3, one empty, 4+4+1
+    schema = pa.schema([(C.USER_IDX, pa.int32()), (C.FEATURES, pa.list_(pa.float32()))])
+    source = parquet_direct.ParquetSource(paths=tuple(str(tmp_path / n) for n in sizes),
+                                          columns=((C.USER_IDX, "u"), (C.FEATURES, "f")), schema=schema)
+    for parts in (1, 3, 5, 32, 50):
+        runs = parquet_direct.split_rows(source, parts)
+        assert len(runs) == min(parts, 32)
+        lengths = [sum(s.stop - s.start for s in run) for run in runs]
+        assert max(lengths) - min(lengths) <= 1, (parts, lengths)
+        batches = [b for run in runs for b in parquet_direct.read_slices(source, run, batch_rows=3)]
+        assert all(b.schema.equals(schema) and b.num_rows <= 3 for b in batches)
+        got = pa.Table.from_batches(batches, schema)
+        assert got.column(C.USER_IDX).to_pylist() == list(range(32)), parts  # every row once, in file order
+        assert got.column(C.FEATURES).to_pylist() == [[float(v)] * 2 for v in range(32)]
+    assert parquet_direct.split_rows(parquet_direct.ParquetSource((str(tmp_path / "b.parquet"),), source.columns,
+                                                                  schema), 4) == []
+
+
+def test_a_value_out_of_range_or_a_missing_file_fails_the_slice_read_naming_the_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"u": pa.array([1, 2**40], pa.int64())}), tmp_path / "wide.parquet")
+    source = parquet_direct.ParquetSource(paths=(str(tmp_path / "wide.parquet"),), columns=((C.USER_IDX, "u"),),
+                                          schema=pa.schema([(C.USER_IDX, pa.int32())]))
+    runs = parquet_direct.split_rows(source, 1)
+    with pytest.raises(OSError, match="wide.parquet"):
+        list(parquet_direct.read_slices(source, runs[0], batch_rows=10))
+    gone = [parquet_direct.RowGroupSlice(str(tmp_path / "gone.parquet"), 0, 0, 5)]
+    with pytest.raises(OSError, match="gone.parquet"):
+        list(parquet_direct.read_slices(source, gone, batch_rows=10))
+
+
+def test_the_scorer_reads_users_from_their_files_in_its_tasks_with_the_same_result(spark, tmp_path):
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    users = rng.permutation(200)[:90].astype(np.int32)  # ids in no order, over several files and row groups
+    user_vecs = rng.standard_normal((90, 6)).astype(np.float32)
+    (tmp_path / "users").mkdir()
+    for k, (start, stop) in enumerate(((0, 40), (40, 90))):
+        pq.write_table(pa.table({"id": users[start:stop], C.FEATURES: pa.array(list(user_vecs[start:stop]),
+                                                                             pa.list_(pa.float32()))}),
+                       tmp_path / "users" / f"part-{k}.parquet", row_group_size=15)
+    item_vecs = rng.standard_normal((70, 6)).astype(np.float32)
+    spark.createDataFrame([(i, [float(x) for x in v]) for i, v in enumerate(item_vecs)],
+                          f"{C.ITEM_IDX} int, {C.FEATURES} array<float>").write.parquet(str(tmp_path / "items"))
+    pairs = sorted({(int(u), int(i)) for u, i in zip(rng.choice(users, 400), rng.integers(0, 70, 400))})
+    spark.createDataFrame(pairs, f"{C.USER_IDX} int, {C.ITEM_IDX} int").write.parquet(str(tmp_path / "seen"))
+    user_factors = spark.read.parquet(str(tmp_path / "users")).withColumnRenamed("id", C.USER_IDX)  # as ALSModel's
+    items, seen = (spark.read.parquet(str(tmp_path / name)) for name in ("items", "seen"))
+
+    direct = topn.recommend_top_n(user_factors, items, seen, n=8, partitions=4, direct_read=True)
+    plan = direct._jdf.queryExecution().executedPlan().toString()
+    assert "Range (0, 4" in plan and "FileScan" not in plan, plan  # four tasks, each reads its users itself
+    assert direct.rdd.getNumPartitions() == 4
+    through_spark = topn.recommend_top_n(user_factors, items, seen, n=8, direct_read=False)
+    assert "FileScan" in through_spark._jdf.queryExecution().executedPlan().toString()
+    got = sorted(tuple(r) for r in direct.collect())
+    assert got == sorted(tuple(r) for r in through_spark.collect())
+    assert sorted({r[0] for r in got}) == sorted(users.tolist())
+    scores = user_vecs.astype(np.float64) @ item_vecs.astype(np.float64).T
+    seen_set = set(pairs)
+    for row, u in enumerate(users.tolist()):
+        order = [i for i in np.lexsort((np.arange(70), -scores[row])) if (u, int(i)) not in seen_set][:8]
+        assert [r[1] for r in sorted((r for r in got if r[0] == u), key=lambda r: r[3])] == [int(i) for i in order]
