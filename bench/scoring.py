@@ -14,8 +14,9 @@ For each size (users x items), the same factor matrices and the same seen items 
   Each process then runs the same job a second time, reported apart as ``ours_second_run_s`` (not used in any
   ratio): the JVM has compiled its hot loops for this volume by then, which the first run pays for (about 1 s).
   The seen pairs and the item factors are plain Parquet files here, so the driver reads them with pyarrow
-  (models.parquet_direct; ``ours_read_directly`` says it did), as implicit's loader does.
-* ``ours_read_through_spark``: the same with ``direct_read=False``: both collected through Spark, as for tables on
+  (models.parquet_direct; ``ours_read_directly`` says it did), as implicit's loader does, and so do the scoring
+  tasks their share of the user factors (since 2026-12-05, session 28).
+* ``ours_read_through_spark``: the same with ``direct_read=False``: all three read through Spark, as for tables on
   an object store. Runs in the same rounds; ``speedup_vs_implicit_read_through_spark`` is its ratio.
 * ``spark_builtin``: ``ALSModel.recommendForAllUsers(n + max seen)``, then seen items removed (anti-join) and the
   first n kept, materialised the same way. An ALSModel cannot be built from given factors, so a tiny model of
@@ -154,9 +155,9 @@ def worker_ours(folder: Path, n: int, warm: bool = True, direct_read: bool = Tru
     users = spark.read.parquet(str(folder / "users.parquet"))
     items = spark.read.parquet(str(folder / "items.parquet"))
     seen = spark.read.parquet(str(folder / "seen.parquet"))
-    # what the scorer reads with pyarrow when direct_read is on (both, for these plain Parquet files)
+    # what the scorer reads with pyarrow when direct_read is on (all three, for these plain Parquet files)
     read_directly = direct_read and all(parquet_source(df.select(*cols)) is not None for df, cols in (
-        (items, ("item_idx", "features")), (seen, ("user_idx", "item_idx"))))
+        (items, ("item_idx", "features")), (seen, ("user_idx", "item_idx")), (users, ("user_idx", "features"))))
     started = time.perf_counter()
     top = recommend_top_n(users, items, seen, n=n, direct_read=direct_read)
     top.write.format("noop").mode("overwrite").save()

@@ -67,9 +67,9 @@ def build_parser():
     scoring.add_argument("--item-budget-mb", type=int, default=DEFAULT_ITEM_BUDGET_BYTES >> 20,
                          help="item factors up to this size are broadcast whole; larger ones are scored in chunks")
     scoring.add_argument("--read-through-spark", action="store_true",
-                         help="collect the seen pairs and item factors through Spark even when they are plain "
-                              "Parquet files on a local or mounted filesystem (which the driver otherwise reads "
-                              "itself: models.parquet_direct)")
+                         help="read the seen pairs, item factors and user factors through Spark even when they are "
+                              "plain Parquet files on a local or mounted filesystem (which the driver, and for the "
+                              "user factors the scoring tasks, otherwise read with pyarrow: models.parquet_direct)")
     return parser
 
 

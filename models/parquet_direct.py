@@ -21,6 +21,11 @@ the files is a row of the DataFrame and every column is a file column:
 * every file is a ``file:`` URI. Object stores (s3a, abfss, gs) are read through Spark: the driver may not hold
   the executors' credentials or Hadoop's settings for them.
 
+The same test lets the scorer's tasks read the user factors themselves: ``split_rows`` cuts the files' rows into
+even runs of row-group slices (footers only, on the driver) and ``read_slices`` reads one run in Arrow batches, so
+the JVM does not decode the factors and convert them to Arrow (0.75-0.95 s of JVM CPU for 200k users in a warm JVM,
+1.8 s in a fresh one). The executors must see the same paths, as Spark's own reading of those ``file:`` URIs needs.
+
 Anything else, or Spark Connect (no plan to ask), and the caller collects through Spark. The rows come in no
 particular order (as through Spark), cast to the Arrow types Spark's own collection gives for the DataFrame's
 schema; a file that cannot be read or cast makes ``to_arrow`` fall back to Spark, never to fewer rows.

@@ -5,7 +5,9 @@ user in the JVM (slow), and cannot exclude seen items, so one has to ask for N +
 afterwards (apache/spark#17742). Here:
 
 * Users stream through ``mapInArrow`` as flat Arrow buffers (no pandas object columns); their seen items come
-  from one broadcast per-user index. Each Arrow batch is scored MAX_BLOCK_USERS users at a time: one float32
+  from one broadcast per-user index. When the user factors are a plain scan of local Parquet files (as the saved
+  model's are), each task reads its share of their rows itself with pyarrow (models.parquet_direct.split_rows),
+  so the JVM neither decodes nor converts them. Each Arrow batch is scored MAX_BLOCK_USERS users at a time: one float32
   matrix product (``user_vecs @ item_vecs.T``) into a reused buffer, then ``_select_rows`` (compiled with numba)
   reads it. The product is most of the work. With a rank of 32-128 the inner dimension is short, and BLAS
   libraries differ on such shapes, and which is faster depends on the CPU: ``gemm="auto"`` times BLIS (the
