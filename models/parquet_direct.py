@@ -86,12 +86,16 @@ class RowGroupSlice:
     stop: int
 
 
-def split_rows(source: ParquetSource, parts: int) -> list[tuple[RowGroupSlice, ...]]:
+def split_rows(source: ParquetSource, parts: int) -> list[tuple[RowGroupSlice, ...]] | None:
     """The files' rows cut into at most ``parts`` runs of consecutive rows (file by file, row group by row group) of
-    nearly equal length, each given as the row-group slices it covers. Only the footers are read. No rows: []."""
+    nearly equal length, each given as the row-group slices it covers. Only the footers are read. No rows: [].
+    None when a file lacks one of the columns (a table whose schema grew: Spark reads the missing column as null)."""
+    needed = {file_column for _, file_column in source.columns}
     groups = []  # (path, row group, rows)
     for path in source.paths:
         meta = pq.read_metadata(path)
+        if not needed <= set(meta.schema.to_arrow_schema().names):
+            return None
         groups.extend((path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups))
     total = sum(rows for _, _, rows in groups)
     parts = max(1, min(parts, total))

@@ -569,8 +569,10 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     if shared_seen is not None:
         users = user_factors.select(C.USER_IDX, C.FEATURES)
         user_source = parquet_direct.parquet_source(users) if direct_read else None
-        if user_source is not None:  # each task reads its share of the files' rows itself: no JVM work per user
+        if user_source is not None:
             user_reads = parquet_direct.split_rows(user_source, partitions or 2 * cores)
+            user_source = user_source if user_reads is not None else None
+        if user_source is not None:  # each task reads its share of the files' rows itself: no JVM work per user
             users = spark.range(0, len(user_reads), 1, max(1, len(user_reads)))  # row t: read user_reads[t]
         elif partitions is not None or users.rdd.getNumPartitions() < cores:
             users = users.repartition(partitions or 2 * cores)

@@ -217,6 +217,9 @@ def test_split_rows_cuts_the_files_into_even_runs_that_read_back_every_row_once(
         assert got.column(C.FEATURES).to_pylist() == [[float(v)] * 2 for v in range(32)]
     assert parquet_direct.split_rows(parquet_direct.ParquetSource((str(tmp_path / "b.parquet"),), source.columns,
                                                                   schema), 4) == []
+    pq.write_table(pa.table({"u": values[:3]}), tmp_path / "older.parquet")  # written before "f" was added
+    grown = parquet_direct.ParquetSource(source.paths + (str(tmp_path / "older.parquet"),), source.columns, schema)
+    assert parquet_direct.split_rows(grown, 4) is None
 
 
 def test_a_value_out_of_range_or_a_missing_file_fails_the_slice_read_naming_the_file(tmp_path):
