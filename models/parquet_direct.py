@@ -66,14 +66,20 @@ class ParquetSource:
         """Rows in the files, from their footers (nothing else is read)."""
         return sum(pq.read_metadata(path).num_rows for path in self.paths)
 
+    def file_columns(self) -> list[str]:
+        """The file columns to read, each once."""
+        return list(dict.fromkeys(source for _, source in self.columns))
+
+    def as_dataframe(self, data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+        """``data`` read from the files (file_columns) as the DataFrame's columns: names, order and Arrow types."""
+        shaped = data.select([source for _, source in self.columns]).rename_columns([name for name, _ in self.columns])
+        return shaped.cast(self.schema)  # safe: an out-of-range value raises instead of wrapping
+
     def read(self) -> pa.Table:
         """Every row of the files, with the DataFrame's column names and Arrow types."""
         if not self.paths:
             return self.schema.empty_table()
-        file_columns = [source for _, source in self.columns]
-        table = pq.read_table(list(self.paths), columns=list(dict.fromkeys(file_columns)), partitioning=None)
-        table = table.select(file_columns).rename_columns([name for name, _ in self.columns])
-        return table.cast(self.schema)  # safe: an out-of-range value raises instead of wrapping
+        return self.as_dataframe(pq.read_table(list(self.paths), columns=self.file_columns(), partitioning=None))
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def split_rows(source: ParquetSource, parts: int) -> list[tuple[RowGroupSlice, .
     """The files' rows cut into at most ``parts`` runs of consecutive rows (file by file, row group by row group) of
     nearly equal length, each given as the row-group slices it covers. Only the footers are read. No rows: [].
     None when a file lacks one of the columns (a table whose schema grew: Spark reads the missing column as null)."""
-    needed = {file_column for _, file_column in source.columns}
+    needed = set(source.file_columns())
     groups = []  # (path, row group, rows)
     for path in source.paths:
         meta = pq.read_metadata(path)
@@ -98,13 +104,15 @@ def split_rows(source: ParquetSource, parts: int) -> list[tuple[RowGroupSlice, .
             return None
         groups.extend((path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups))
     total = sum(rows for _, _, rows in groups)
+    if total == 0:
+        return []
     parts = max(1, min(parts, total))
-    runs: list[list[RowGroupSlice]] = [[] for _ in range(parts)] if total else []
+    runs: list[list[RowGroupSlice]] = [[] for _ in range(parts)]
     first_row = 0  # of the current row group, counted over all the files
     for path, group, rows in groups:
         # the runs that this group's rows [first_row, first_row + rows) meet; run p holds [total*p//parts, ...)
-        part = first_row * parts // total if total else 0
-        while rows and part < parts:
+        part = first_row * parts // total
+        while part < parts:
             run_start, run_stop = total * part // parts, total * (part + 1) // parts
             start, stop = max(run_start, first_row), min(run_stop, first_row + rows)
             if start >= first_row + rows:
@@ -119,21 +127,19 @@ def split_rows(source: ParquetSource, parts: int) -> list[tuple[RowGroupSlice, .
 def read_slices(source: ParquetSource, slices: tuple[RowGroupSlice, ...], batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The rows of ``slices`` in record batches of at most ``batch_rows`` rows, with the DataFrame's column names
     and Arrow types (as ParquetSource.read gives them). A file that cannot be read raises OSError naming it."""
-    file_columns = [file_column for _, file_column in source.columns]
-    unique = list(dict.fromkeys(file_columns))
-    names = [name for name, _ in source.columns]
+    columns = source.file_columns()
+    parquet = parquet_path = None
     for piece in slices:
         try:
-            parquet = pq.ParquetFile(piece.path)
+            if parquet_path != piece.path:  # a run's slices mostly share a file: one footer read
+                parquet, parquet_path = pq.ParquetFile(piece.path), piece.path
             position = 0  # of the next batch within the row group
-            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[piece.row_group], columns=unique,
+            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[piece.row_group], columns=columns,
                                               use_threads=False):
                 lo, hi = max(piece.start - position, 0), min(piece.stop - position, batch.num_rows)
                 position += batch.num_rows
                 if lo < hi:
-                    part = batch.slice(lo, hi - lo)
-                    yield pa.RecordBatch.from_arrays([part.column(c) for c in file_columns], names=names).cast(
-                        source.schema)  # safe: an out-of-range value raises instead of wrapping
+                    yield source.as_dataframe(batch.slice(lo, hi - lo))
                 if position >= piece.stop:
                     break
         except (OSError, pa.ArrowException) as error:

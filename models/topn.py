@@ -571,8 +571,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
         user_source = parquet_direct.parquet_source(users) if direct_read else None
         if user_source is not None:
             user_reads = parquet_direct.split_rows(user_source, partitions or 2 * cores)
-            user_source = user_source if user_reads is not None else None
-        if user_source is not None:  # each task reads its share of the files' rows itself: no JVM work per user
+        if user_reads is not None:  # each task reads its share of the files' rows itself: no JVM work per user
             users = spark.range(0, len(user_reads), 1, max(1, len(user_reads)))  # row t: read user_reads[t]
         elif partitions is not None or users.rdd.getNumPartitions() < cores:
             users = users.repartition(partitions or 2 * cores)
@@ -619,8 +618,8 @@ def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, 
                       user_source: parquet_direct.ParquetSource | None = None, user_reads=None):
     """The mapInArrow function: score each Arrow batch of (user_idx, features[, seen list]) in blocks; the seen
     items come from the batch's list column, or from the broadcast ``SeenIndex`` when one is given (not None).
-    With ``user_source``, the function's input is task numbers instead, and task t reads the users of
-    ``user_reads[t]`` (row-group slices of the source's files) with pyarrow.
+    With ``user_reads`` (not None), the function's input is task numbers instead, and task t reads the users of
+    ``user_reads[t]`` (row-group slices of ``user_source``'s files) with pyarrow.
     ``gemm`` is the backend recommend_top_n resolved on the driver. The output goes out OUTPUT_SLICE_USERS users
     at a time, so that the temporaries of one slice (seen columns, selected entries, output columns) are small
     blocks that the worker's allocator hands out again for the next slice."""
@@ -630,7 +629,7 @@ def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, 
         item_idx, item_vecs = shared.value
         seen_index = shared_seen.value if shared_seen is not None else None
         scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users, gemm=gemm)
-        if user_source is not None:
+        if user_reads is not None:
             batches = _read_users(batches, user_source, user_reads)
         for batch in batches:
             if batch.num_rows == 0:
