@@ -38,6 +38,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.cli import base_parser, spark_from_args
+from lake import fs
 from transforms import parse
 
 START_TS = 1_600_000_000  # 2020-09-13
@@ -296,17 +297,6 @@ def invalid_utf8_lines(*, n: int, seed: int, start_date: str, output_format: str
     return b"\n".join(lines) + (b"\n" if lines else b"")
 
 
-def write_bytes(spark, uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` through the Hadoop FileSystem API (local folder, HDFS, S3: wherever Spark writes)."""
-    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the Hadoop FileSystem API is only reachable through py4j
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    out = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(path, True)  # noqa: SLF001
-    try:
-        out.write(bytearray(data))
-    finally:
-        out.close()
-
-
 def run_events(spark, args, output: str) -> dict:
     rows = event_rows(spark, events=args.events, users=args.users, items=args.items, clusters=args.clusters,
                       in_cluster=args.in_cluster, start_date=args.start_date, days=args.days,
@@ -317,7 +307,7 @@ def run_events(spark, args, output: str) -> dict:
     rows.select("value").write.mode("overwrite").text(output)
     if args.invalid_utf8_lines:
         ext = "json" if args.output_format == "json" else "csv"
-        write_bytes(spark, f"{output}/{INVALID_UTF8_FILE}.{ext}",
+        fs.write_bytes(spark, f"{output}/{INVALID_UTF8_FILE}.{ext}",
                     invalid_utf8_lines(n=args.invalid_utf8_lines, seed=args.seed, start_date=args.start_date,
                                        output_format=args.output_format))
     lines = (args.events + int(args.events * args.duplicate_rate) + int(args.events * args.near_duplicate_rate)

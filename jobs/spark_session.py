@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from lake import jvm
 from models import als_blas
 
 log = logging.getLogger(__name__)
@@ -197,18 +198,11 @@ def _keep_jars_off_python_path(spark: SparkSession) -> None:
     each worker reads all their directories. They hold JVM classes only (Delta's Python API is the delta-spark
     package), so they are dropped from the includes that functions created from now on carry to the workers.
     """
-    sc = spark.sparkContext
-    includes = getattr(sc, "_python_includes", None)
-    if includes:
-        sc._python_includes = [name for name in includes if not name.lower().endswith(".jar")]  # noqa: SLF001
+    jvm.drop_python_includes(spark, ".jar")
 
 
 def _check_delta_on_classpath(spark: SparkSession) -> None:
-    try:
-        spark._jvm.java.lang.Class.forName(  # noqa: SLF001 - py4j is the only way to ask the JVM
-            "io.delta.tables.DeltaTable", True, spark._jvm.Thread.currentThread().getContextClassLoader()
-        )
-    except Exception:
+    if not jvm.has_class(spark, "io.delta.tables.DeltaTable"):
         raise SparkSetupError(
             "Delta Lake classes are not on Spark's classpath. Under spark-submit pass "
             f"--packages {delta_maven_coordinate()} (or --jars with the jars from `make delta-jars`); "

@@ -15,6 +15,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lake import fs, jvm
 from models import als_blas
 from models.base import FactorRecommender, NotFittedError, read_model_file, write_model_file
 from transforms import columns as C
@@ -106,11 +107,11 @@ def fit_als(training: DataFrame, params: AlsParams, *, checkpoint_dir: str) -> T
 
 def blas_implementation(spark: SparkSession) -> str:
     """Class name of the BLAS the driver JVM uses for ALS: JNIBLAS (native, fast) or a Java fallback."""
-    jvm = spark._jvm  # noqa: SLF001 - py4j is the only way to ask the JVM
+    java_vm = jvm.handle(spark)
     try:
-        return jvm.dev.ludovic.netlib.blas.NativeBLAS.getInstance().getClass().getName()
+        return java_vm.dev.ludovic.netlib.blas.NativeBLAS.getInstance().getClass().getName()
     except Exception:  # no native library: netlib falls back to its Java implementation
-        return jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
+        return java_vm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
 
 
 def warn_if_java_blas(spark: SparkSession) -> bool:
@@ -168,7 +169,8 @@ def save_model(trained: TrainedAls, model_dir: str, *, user_ids: DataFrame, item
     user_ids.write.mode("overwrite").parquet(f"{model_dir}/user_ids")
     item_ids.write.mode("overwrite").parquet(f"{model_dir}/item_ids")
     doc = {"params": asdict(trained.params), **info}
-    _write_text(trained.model.userFactors.sparkSession, f"{model_dir}/params.json", json.dumps(doc, indent=2, default=str))
+    fs.write_bytes(trained.model.userFactors.sparkSession, f"{model_dir}/params.json",
+                   json.dumps(doc, indent=2, default=str).encode("utf-8"))
 
 
 @dataclass
@@ -192,18 +194,6 @@ def load_model(spark: SparkSession, model_dir: str) -> LoadedModel:
         spark.read.parquet(f"{model_dir}/item_ids"),
         info,
     )
-
-
-def _write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small text file through Hadoop's FileSystem, so any lake URI (file:, s3a:, abfss:) works."""
-    jvm = spark._jvm  # noqa: SLF001
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
 
 
 def _read_text(spark: SparkSession, path: str) -> str:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lake import jvm
+
 LIBRARY_ENV = "RECSYS_ALS_BLAS"
 SYSTEM = "system"
 LIBRARY_NAME = "librecsys_als_blas.so"
@@ -94,7 +96,7 @@ def add_java_options(settings: dict[str, str], path: Path | None, keys=JAVA_OPTI
 
 def jvm_property(spark, name: str) -> str | None:
     """A system property of the driver JVM (None when unset)."""
-    return spark._jvm.java.lang.System.getProperty(name)  # noqa: SLF001 - py4j
+    return jvm.system_property(spark, name)
 
 
 def loaded_library(spark) -> str | None:
@@ -121,21 +123,20 @@ def check_against_java(spark, sizes=(1, 7, 32)) -> float:
 
     from py4j.java_gateway import get_field
 
-    jvm = spark._jvm  # noqa: SLF001 - py4j
-    gateway = spark.sparkContext._gateway  # noqa: SLF001
-    native = jvm.dev.ludovic.netlib.blas.NativeBLAS.getInstance()
-    java = jvm.dev.ludovic.netlib.blas.JavaBLAS.getInstance()
-    native_lapack = jvm.dev.ludovic.netlib.lapack.NativeLAPACK.getInstance()
-    java_lapack = jvm.dev.ludovic.netlib.lapack.JavaLAPACK.getInstance()
+    java_vm, gateway = jvm.handle(spark), jvm.gateway(spark)
+    native = java_vm.dev.ludovic.netlib.blas.NativeBLAS.getInstance()
+    java = java_vm.dev.ludovic.netlib.blas.JavaBLAS.getInstance()
+    native_lapack = java_vm.dev.ludovic.netlib.lapack.NativeLAPACK.getInstance()
+    java_lapack = java_vm.dev.ludovic.netlib.lapack.JavaLAPACK.getInstance()
     rng = random.Random(7)
 
     def jarray(values):  # one py4j call per array (big-endian bytes through a ByteBuffer), not one per element
         array = gateway.new_array(gateway.jvm.double, len(values))
-        jvm.java.nio.ByteBuffer.wrap(bytearray(struct.pack(f">{len(values)}d", *values))).asDoubleBuffer().get(array)
+        java_vm.java.nio.ByteBuffer.wrap(bytearray(struct.pack(f">{len(values)}d", *values))).asDoubleBuffer().get(array)
         return array
 
     def pylist(array):
-        buffer = jvm.java.nio.ByteBuffer.allocate(8 * len(array))
+        buffer = java_vm.java.nio.ByteBuffer.allocate(8 * len(array))
         buffer.asDoubleBuffer().put(array)
         return list(struct.unpack(f">{len(array)}d", bytes(buffer.array())))
 
@@ -160,7 +161,7 @@ def check_against_java(spark, sizes=(1, 7, 32)) -> float:
             packed = gram if uplo == "U" else [gram[i * (i + 1) // 2 + j] for j in range(n) for i in range(j, n)]
             results = []
             for lapack in (native_lapack, java_lapack):
-                ap, b, info = jarray(packed), jarray(y), jvm.org.netlib.util.intW(0)
+                ap, b, info = jarray(packed), jarray(y), java_vm.org.netlib.util.intW(0)
                 lapack.dppsv(uplo, n, 1, ap, b, n, info)
                 results.append((get_field(info, "val"), pylist(ap), pylist(b)))
             (got_info, got_ap, got_b), (want_info, want_ap, want_b) = results

@@ -1,0 +1,6 @@
+"""The library functions the jobs call: one module per step of the nightly flow.
+
+Each step takes a Spark session, a ``lake.registry.Lake`` and typed options, reads and writes tables through
+``lake``, and returns a typed result; ``flow.nightly`` chains them with the gates of ``validation``. May import
+lake, transforms, models and validation; never jobs or serving.
+"""
