@@ -32,7 +32,8 @@ setup(
     description="Spark batch recommender: Delta ingest, MLlib ALS, precomputed top-N, Seldon Core lookups",
     python_requires=">=3.12",
     packages=find_packages(include=["jobs", "jobs.*", "transforms", "transforms.*", "models", "models.*",
-                                    "validation", "validation.*", "deploy", "deploy.*"]),
+                                    "validation", "validation.*", "lake", "lake.*", "flow", "flow.*",
+                                    "serving", "serving.*", "deploy", "deploy.*"]),
     install_requires=[],
     extras_require={"batch": BATCH, "serving": SERVING, "dev": DEV},
 )

@@ -8,8 +8,8 @@ What it does, all on this machine (loopback only, every run bounded in time):
 1. Writes a synthetic snapshot once (``--data-dir``, reused while its parameters match): ``--users`` users with
    ``--n`` items each from a catalogue of ``--items`` ids, in the contract's parquet layout (as jobs.publish writes).
 2. Tuning sweep (unless ``--no-tune``): for several (gunicorn workers, threads) settings, floor and lookup service at
-   16 concurrent clients, two alternating rounds each; it chose deploy/serve.py's defaults (2 workers x 2 threads).
-3. Main runs with the production settings (deploy/serve.py defaults): at 1, 4 and 16 concurrent clients, ``--rounds``
+   16 concurrent clients, two alternating rounds each; it chose serving/serve.py's defaults (2 workers x 2 threads).
+3. Main runs with the production settings (serving/serve.py defaults): at 1, 4 and 16 concurrent clients, ``--rounds``
    alternating runs of the floor and of the lookup service (so both see the same machine load), ``--duration`` s each.
 4. Hot reload: while the load generator runs against the lookup service, a new version is published (same files,
    new manifest) and LATEST switched; the service verifies, converts and swaps it under load. Then the floor runs
@@ -43,7 +43,8 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
+# Run as a script, sys.path[0] is bench/, where this file would shadow the serving package: the repo root first.
+if sys.path[0] != str(REPO_ROOT):
     sys.path.insert(0, str(REPO_ROOT))
 
 FLOOR_INTERFACE = "bench.serving.FloorModel"
@@ -69,7 +70,7 @@ class FloorModel:
 
     def __init__(self, **parameters):
         # The same Seldon as the lookup service runs: with its fixes to Seldon's metrics updates (see there).
-        from deploy.recommender_service import patch_seldon_metric_updates
+        from serving.recommender_service import patch_seldon_metric_updates
 
         patch_seldon_metric_updates()
         self.parameters = parameters
@@ -99,7 +100,7 @@ def write_bench_snapshot(root: Path, *, users: int, n: int, items: int, version:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from deploy.snapshot import write_manifest
+    from serving.snapshot import write_manifest
 
     rng = np.random.default_rng(seed)
     version_dir = root / version
@@ -132,7 +133,7 @@ def write_bench_snapshot(root: Path, *, users: int, n: int, items: int, version:
 
 def republish(root: Path, source_version: str, new_version: str) -> Path:
     """A new version with the same files (hard links) and its own manifest: a reload of full size, quickly."""
-    from deploy.snapshot import set_latest, write_manifest
+    from serving.snapshot import set_latest, write_manifest
 
     source, target = root / source_version, root / new_version
     shutil.rmtree(target, ignore_errors=True)
@@ -147,7 +148,7 @@ def republish(root: Path, source_version: str, new_version: str) -> Path:
 
 
 def ensure_snapshot(data_dir: Path, *, users: int, n: int, items: int) -> Path:
-    from deploy.snapshot import set_latest
+    from serving.snapshot import set_latest
 
     root = data_dir / "snapshots"
     params = {"users": users, "n": n, "items": items, "format": 1}
@@ -263,7 +264,7 @@ def memory_of(service) -> dict:
 
 def start(root: Path, work: Path, name: str, *, interface: str | None, workers: int, threads: int, cache_dir: Path,
           poll_seconds: float = 1.0):
-    from deploy.testing import start_service
+    from serving.serve import start_service
 
     options = {"cache_dir": cache_dir, "poll_seconds": poll_seconds}
     if interface:
@@ -273,7 +274,7 @@ def start(root: Path, work: Path, name: str, *, interface: str | None, workers: 
 
 
 def wait_ready(service, timeout: float) -> dict:
-    from deploy.testing import wait_until_ready
+    from serving.serve import wait_until_ready
 
     return wait_until_ready(service, timeout)
 
@@ -308,8 +309,8 @@ def record(phase: str, concurrency: int, users: int, ours: dict, floor: dict, **
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deploy import serve
-    from deploy.testing import stop_service
+    from serving import serve
+    from serving.serve import stop_service
 
     parser = argparse.ArgumentParser(prog="bench/serving.py", description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop_service(floor)
                 stop_service(ours)
     finally:
-        from deploy.snapshot import set_latest
+        from serving.snapshot import set_latest
 
         set_latest(root, "bench-v1")
         shutil.rmtree(root / "bench-v2", ignore_errors=True)

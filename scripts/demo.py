@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deploy.client import lookup_rest  # noqa: E402
-from deploy.testing import running_service, serving_python  # noqa: E402
+from serving.client import lookup_rest  # noqa: E402
+from serving.serve import running_service, serving_python  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:
@@ -45,7 +45,7 @@ def main() -> int:
          "--items", str(args.items), "--ratings", str(args.ratings), "--clusters", "8"])
     run([py, "-m", "jobs.nightly", "--lake", str(lake), "--input", str(lake / "incoming"), "--format", "movielens",
          "--n", "20", "--rank", "16", "--max-iter", "10"])
-    print(f"\n$ {serving_python()} -m deploy.serve --snapshot-root {lake / 'snapshots'}   (in the background)")
+    print(f"\n$ {serving_python()} -m serving.serve --snapshot-root {lake / 'snapshots'}   (in the background)")
     with running_service(lake / "snapshots", log_path=lake / "service.log", ready_timeout=90) as service:
         print(f"lookup service ready on {service.base_url} (gRPC port {service.grpc_port})\n")
         for user_id in ("42", "new-visitor"):
@@ -53,7 +53,7 @@ def main() -> int:
             print(f"POST {service.base_url}/api/v1.0/predictions {json.dumps(request)}")
             print("  -> " + json.dumps(lookup_rest(service.host, service.http_port, user_id, 5)))
         grpc = subprocess.run(
-            [str(serving_python()), "-m", "deploy.client", "--protocol", "grpc", "--host", service.host,
+            [str(serving_python()), "-m", "serving.client", "--protocol", "grpc", "--host", service.host,
              "--http-port", str(service.http_port), "--grpc-port", str(service.grpc_port), "--user-id", "42", "--k", "3"],
             capture_output=True, text=True, timeout=60, cwd=REPO)
         print(f"gRPC Predict user 42, k 3\n  -> {grpc.stdout.strip() or grpc.stderr.strip()}")

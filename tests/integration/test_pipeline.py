@@ -12,10 +12,10 @@ import subprocess
 import pytest
 from pyspark.sql import functions as F
 
-from deploy import snapshot
-from deploy.testing import running_service, serving_python
 from jobs import generate_logs, ingest, nightly, publish, tables
 from jobs.cli import Lake
+from serving import snapshot
+from serving.serve import running_service, serving_python
 from transforms import columns as C
 
 pytestmark = pytest.mark.slow
@@ -142,7 +142,7 @@ def test_live_service_answers_from_the_published_snapshot(spark, pipeline, tmp_p
 
         items, _ = expected_list(spark, lake, "150", 3)
         out = subprocess.run(
-            [str(serving_python()), "-m", "deploy.client", "--protocol", "grpc", "--host", service.host,
+            [str(serving_python()), "-m", "serving.client", "--protocol", "grpc", "--host", service.host,
              "--http-port", str(service.http_port), "--grpc-port", str(service.grpc_port), "--user-id", "150", "--k", "3"],
             capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -1,7 +1,8 @@
 """Serving fixtures: a small known-answer snapshot and the real Seldon service running on it.
 
-The service helpers themselves live in deploy.testing (importable from any test folder, e.g. an integration
-test that serves a snapshot published by the Spark pipeline): ``running_service(root, log_path=...)``.
+The service is started by serving.serve's ``running_service(root, log_path=...)`` (as ``make demo`` and an
+integration test serving a snapshot published by the Spark pipeline start it); snapshots are written by
+tests.support.serving's ``write_snapshot``.
 The serving venv comes from RECSYS_SERVING_VENV (default <repo>/.venv-serving).
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from deploy.testing import REPO_ROOT, running_service, serving_python, write_snapshot
+from serving.serve import REPO_ROOT, running_service, serving_python
+from tests.support.serving import write_snapshot
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def grpc_calls(service, python, payloads: list) -> list[dict]:
     ``{"ok": jsonData}`` or ``{"error": {"status": ..., "message": ...}}``."""
     lines = "\n".join(json.dumps(p) for p in payloads) + "\n"
     done = subprocess.run(
-        [str(python), "-m", "deploy.client", "--protocol", "grpc", "--host", service.host,
+        [str(python), "-m", "serving.client", "--protocol", "grpc", "--host", service.host,
          "--http-port", str(service.http_port), "--grpc-port", str(service.grpc_port), "--wait-ready", "20",
          "--requests-file", "-"],
         input=lines, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,

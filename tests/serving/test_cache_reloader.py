@@ -1,6 +1,6 @@
 """The per-pod snapshot cache, the reloader and the service's counters, in process (no server).
 
-The cache builder runs as its own process (``python -m deploy.snapshot_cache build``) exactly as in the service.
+The cache builder runs as its own process (``python -m serving.snapshot_cache build``) exactly as in the service.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from deploy import service_metrics as sm
-from deploy.reloader import SnapshotReloader
-from deploy.snapshot import SnapshotError, set_latest
-from deploy.snapshot_cache import KEEP_VERSIONS, load_cached, prune, snapshot_key
+from serving import service_metrics as sm
+from serving.reloader import SnapshotReloader
+from serving.snapshot import SnapshotError, set_latest
+from serving.snapshot_cache import KEEP_VERSIONS, load_cached, prune, snapshot_key
 from tests.serving.conftest import publish_spec
 
 
@@ -109,7 +109,7 @@ def test_reloader_swaps_to_good_snapshots_and_refuses_bad_ones(tmp_path, snapsho
 
     bad = publish_spec(root, snapshot_spec, model_version="test-v2")
     part = _corrupt(bad)
-    caplog.set_level("ERROR", logger="deploy.reloader")
+    caplog.set_level("ERROR", logger="serving.reloader")
     assert reloader.check_once() == "refused"
     assert reloader.current is first  # still serving v1
     assert f"refused snapshot {bad}: SnapshotError: {part}: checksum" in caplog.text

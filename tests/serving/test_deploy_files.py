@@ -19,9 +19,9 @@ import pytest
 import requests
 import yaml
 
-from deploy import serve
-from deploy.openapi import HEALTH_STATUS_PATHS, PREDICTION_PATHS
-from deploy.testing import REPO_ROOT, RunningService, free_port, serving_venv, stop_service, wait_until_ready
+from serving import serve
+from serving.openapi import HEALTH_STATUS_PATHS, PREDICTION_PATHS
+from serving.serve import REPO_ROOT, RunningService, free_port, serving_venv, stop_service, wait_until_ready
 from tests.serving.conftest import publish_spec
 
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile.serving"
@@ -50,7 +50,7 @@ def container(manifest) -> dict:
 
 def service_parameters() -> list[str]:
     """RecommenderService.__init__'s parameter names (read from the source: seldon is not in this venv)."""
-    tree = ast.parse((REPO_ROOT / "deploy" / "recommender_service.py").read_text())
+    tree = ast.parse((REPO_ROOT / "serving" / "recommender_service.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RecommenderService")
     init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
     return [a.arg for a in init.args.args[1:]]

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from deploy.api import GRPC_MESSAGE_LIMIT, Limits, Lookup, ParsedRequest, RequestError, answer, \
+from serving.api import GRPC_MESSAGE_LIMIT, Limits, Lookup, ParsedRequest, RequestError, answer, \
     estimated_answer_bytes, parse_json_data
-from deploy.lookup import load_snapshot, open_arrays, save_arrays
-from deploy.snapshot import SnapshotError, set_latest, sha256_of, write_manifest
-from deploy.testing import write_snapshot
+from serving.lookup import load_snapshot, open_arrays, save_arrays
+from serving.snapshot import SnapshotError, set_latest, sha256_of, write_manifest
 from tests.serving.conftest import publish_spec
+from tests.support.serving import write_snapshot
 
 
 @pytest.fixture(scope="module")

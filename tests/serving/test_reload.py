@@ -34,7 +34,7 @@ def specs(snapshot_spec):
 
 @pytest.fixture(scope="module")
 def reload_service(tmp_path_factory, specs, serving_venv_python):
-    from deploy.testing import running_service
+    from serving.serve import running_service
 
     root = tmp_path_factory.mktemp("reload-snapshots")
     publish_spec(root, specs["test-v1"])

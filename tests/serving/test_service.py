@@ -1,6 +1,6 @@
 """The real seldon-core-microservice (serving venv) on the fixture snapshot, over REST and gRPC.
 
-REST goes through requests from this (batch) venv; gRPC through ``python -m deploy.client`` run by the serving
+REST goes through requests from this (batch) venv; gRPC through ``python -m serving.client`` run by the serving
 venv's python (one process, one channel, many calls), because seldon's protobuf stubs cannot load next to kfp's
 protobuf 6.
 """
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from deploy.testing import REPO_ROOT
+from serving.serve import REPO_ROOT
 from tests.serving.conftest import grpc_calls
 
 PREDICT = "/api/v1.0/predictions"
@@ -123,7 +123,7 @@ def test_seldon_metric_store_loses_no_update_from_threads(serving_venv_python):
     script = """
 import threading
 from seldon_core.metrics import SeldonMetrics
-import deploy.recommender_service  # applies patch_seldon_metric_updates
+import serving.recommender_service  # applies patch_seldon_metric_updates
 store = SeldonMetrics()
 def hand_over():
     for _ in range(200):

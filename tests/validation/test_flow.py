@@ -16,12 +16,12 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from deploy import snapshot
-from deploy.testing import write_snapshot
 from jobs import tables, validate
 from jobs.cli import Lake
 from jobs.validate import GateOptions
+from serving import snapshot
 from tests.conftest import REPO_ROOT
+from tests.support.serving import write_snapshot
 from tests.validation.helpers import N, folder_digest, run_gated_nightly, write_logs
 from transforms import columns as C
 from validation import STAGES

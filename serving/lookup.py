@@ -2,7 +2,7 @@
 
 numpy + pyarrow only (no Seldon, no pyspark), so both environments import it and the batch venv unit-tests it.
 
-In memory (or memory-mapped from the per-pod cache, see deploy.snapshot_cache), per loaded snapshot:
+In memory (or memory-mapped from the per-pod cache, see serving.snapshot_cache), per loaded snapshot:
 
 * ``item_vocab``: every item id the snapshot mentions, sorted UTF-8 bytes (numpy ``S`` dtype); item lists hold
   indices into it, so an id is stored once however many lists it is in;
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from deploy.snapshot import Manifest, SnapshotError, latest_version_dir, verify_snapshot
+from serving.snapshot import Manifest, SnapshotError, latest_version_dir, verify_snapshot
 
 USER_TABLE = "user_recommendations"
 SIMILAR_TABLE = "similar_items"

@@ -1,19 +1,19 @@
 """Seldon Core v1 Python wrapper: live look-ups from the latest good serving snapshot, over REST and gRPC.
 
-Run by the real ``seldon-core-microservice`` (deploy.serve builds the command line; the serving image runs it
+Run by the real ``seldon-core-microservice`` (serving.serve builds the command line; the serving image runs it
 with the parameters of the SeldonDeployment)::
 
-    seldon-core-microservice deploy.recommender_service.RecommenderService --service-type MODEL \\
+    seldon-core-microservice serving.recommender_service.RecommenderService --service-type MODEL \\
         --parameters '[{"name": "snapshot_root", "value": "/snapshots", "type": "STRING"}]'
 
 Request ``{"jsonData": {"user_id": "42", "k": 10, "exclude": ["i1"]}}`` (or ``item_id`` for similar items, or
-``{"requests": [...]}`` for a batch; see deploy.api); answer ``{"jsonData": {...}, "meta": {"tags":
+``{"requests": [...]}`` for a batch; see serving.api); answer ``{"jsonData": {...}, "meta": {"tags":
 {"model_version": ...}}}``. The OpenAPI description is at ``/openapi.json`` and a swagger page at ``/docs``.
 
 How seldon-core 1.19 drives this class, and what follows from it:
 
 * ``load()`` runs once in every gunicorn worker (after the fork) and every gRPC process. It only starts the
-  reloader thread (deploy.reloader) and returns: a snapshot of millions of users takes longer to load than
+  reloader thread (serving.reloader) and returns: a snapshot of millions of users takes longer to load than
   gunicorn's 5 s worker timeout and the probes' delays, so loading never blocks a process from answering.
 * Readiness is ``health_status()`` (``GET /health/status``): 503 with the reason until the first good snapshot
   is loaded, 200 after. Liveness is Seldon's ``GET /health/ping``, which answers as soon as the server runs.
@@ -22,7 +22,7 @@ How seldon-core 1.19 drives this class, and what follows from it:
   a reload in between cannot mix versions, and ``meta.tags.model_version`` names the version that answered.
 * ``init_metadata()`` runs before ``load()``; its ``versions`` list and ``custom`` dict are the objects Seldon
   serves at /metadata (and gRPC Metadata), so a swap updates them in place.
-* ``metrics()`` hands over the counters (deploy.service_metrics); predictions carry the same hand-over in their
+* ``metrics()`` hands over the counters (serving.service_metrics); predictions carry the same hand-over in their
   raw answer at most once per ``metrics_flush_seconds``, because each hand-over costs IPC to Seldon's store (and
   ``patch_seldon_metric_updates`` drops Seldon's own empty per-request update and makes its store thread-safe,
   see there).
@@ -48,11 +48,11 @@ from seldon_core.metrics import SeldonMetrics
 from seldon_core.proto import prediction_pb2
 from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from deploy import service_metrics as sm
-from deploy.api import Limits, RequestError, answer, parse_json_data
-from deploy.lookup import LoadedSnapshot
-from deploy.openapi import HEALTH_STATUS_PATHS, METADATA_PATHS, PREDICTION_PATHS, SWAGGER_PAGE, openapi_document
-from deploy.reloader import SnapshotReloader
+from serving import service_metrics as sm
+from serving.api import Limits, RequestError, answer, parse_json_data
+from serving.lookup import LoadedSnapshot
+from serving.openapi import HEALTH_STATUS_PATHS, METADATA_PATHS, PREDICTION_PATHS, SWAGGER_PAGE, openapi_document
+from serving.reloader import SnapshotReloader
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class RecommenderService:
       snapshot_root          folder holding LATEST and the published snapshot versions
       cache_dir              pod-local folder for the memory-mapped arrays ("" = build in each process)
       poll_seconds           how often each process checks LATEST for a newer snapshot
-      max_batch, max_exclude, max_id_chars, max_response_bytes, max_request_bytes   request limits (deploy.api)
+      max_batch, max_exclude, max_id_chars, max_response_bytes, max_request_bytes   request limits (serving.api)
       metrics_flush_seconds  at most how often a process hands its counters to Seldon's metrics store
     """
 

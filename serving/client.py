@@ -1,9 +1,9 @@
 """Send look-ups to the running service over REST or gRPC and print the answers as JSON.
 
-    python -m deploy.client --protocol grpc --user-id 42 --k 10 [--exclude i1 i7] [--wait-ready 30]
-    python -m deploy.client --item-id i5 --k 5                                     similar items
-    python -m deploy.client --json '{"requests": [{"user_id": "42"}, {"item_id": "i5"}]}'   any jsonData
-    python -m deploy.client --protocol grpc --requests-file lookups.jsonl          one jsonData per line
+    python -m serving.client --protocol grpc --user-id 42 --k 10 [--exclude i1 i7] [--wait-ready 30]
+    python -m serving.client --item-id i5 --k 5                                     similar items
+    python -m serving.client --json '{"requests": [{"user_id": "42"}, {"item_id": "i5"}]}'   any jsonData
+    python -m serving.client --protocol grpc --requests-file lookups.jsonl          one jsonData per line
 
 Prints the answer's jsonData on stdout and exits 0; a refused request prints ``{"error": {...}}`` on stderr and
 exits 1; not ready in time exits 2. With ``--requests-file`` (``-`` for stdin) every line gets one output line,
@@ -180,7 +180,7 @@ def _many(args, lines) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.client", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m serving.client", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, default=9000)
     parser.add_argument("--grpc-port", type=int, default=5000)

@@ -1,7 +1,7 @@
 """Keep the newest good snapshot loaded: a background thread per process polls LATEST and swaps atomically.
 
 Each poll reads LATEST and the manifest it names (a few kilobytes). When they name a snapshot other than the one
-served, it is loaded completely (verified and converted by deploy.snapshot_cache, then memory-mapped) *before*
+served, it is loaded completely (verified and converted by serving.snapshot_cache, then memory-mapped) *before*
 the reference the request threads read is replaced. A request reads that reference once and answers from that
 object, so it sees the old snapshot or the new one, never a mix, and none is dropped: the old arrays stay alive
 until the last request holding them finishes.
@@ -18,10 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-from deploy import service_metrics as sm
-from deploy.lookup import LoadedSnapshot, load_version
-from deploy.snapshot import SnapshotError, latest_version_dir
-from deploy.snapshot_cache import BuildFailed, SnapshotKey, load_cached, snapshot_key
+from serving import service_metrics as sm
+from serving.lookup import LoadedSnapshot, load_version
+from serving.snapshot import SnapshotError, latest_version_dir
+from serving.snapshot_cache import BuildFailed, SnapshotKey, load_cached, snapshot_key
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ cost each one the parquet read (seconds for millions of users) and a private cop
     <cache_root>/<model_version>.<manifest sha256[:16]>.lock       flock: one process builds, the others wait
 
 The first process to want a version takes the lock and runs the builder as a separate, lower-priority process
-(``python -m deploy.snapshot_cache build ...``), so its parquet reading never competes for the serving process's
+(``python -m serving.snapshot_cache build ...``), so its parquet reading never competes for the serving process's
 GIL or keeps its memory. The builder verifies the snapshot (manifest, checksums, row counts, schemas, then the
-consistency checks of deploy.lookup) and writes either the arrays or a ``.refused`` note. Every process then
+consistency checks of serving.lookup) and writes either the arrays or a ``.refused`` note. Every process then
 memory-maps the arrays, so the pages are shared: the pod holds one copy per version, whatever the worker count.
 
 The key includes the manifest's checksum, which covers every file's checksum: a re-published version with new
@@ -31,8 +31,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.lookup import LoadedSnapshot, load_version, open_arrays, save_arrays
-from deploy.snapshot import MANIFEST_NAME, SnapshotError
+from serving.lookup import LoadedSnapshot, load_version, open_arrays, save_arrays
+from serving.snapshot import MANIFEST_NAME, SnapshotError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIT_REFUSED = 3
@@ -90,7 +90,7 @@ def load_cached(key: SnapshotKey, cache_root: str | os.PathLike, *, timeout: flo
 
 
 def _run_builder(key: SnapshotKey, root: Path, timeout: float) -> None:
-    command = [sys.executable, "-m", "deploy.snapshot_cache", "build", "--snapshot-dir", str(key.version_dir),
+    command = [sys.executable, "-m", "serving.snapshot_cache", "build", "--snapshot-dir", str(key.version_dir),
                "--cache-root", str(root), "--expect-manifest-sha256", key.manifest_sha256]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -153,7 +153,7 @@ def prune(cache_root: Path, *, keep: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.snapshot_cache", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m serving.snapshot_cache", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build_cmd = sub.add_parser("build", help="verify a snapshot version and write its cache entry")
     build_cmd.add_argument("--snapshot-dir", required=True, type=Path)

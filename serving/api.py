@@ -1,6 +1,6 @@
 """The lookup API: what a request may hold, how it is checked, and how it is answered from a snapshot.
 
-No Seldon import here (the wrapper in deploy.recommender_service does the transport), so the batch venv tests it.
+No Seldon import here (the wrapper in serving.recommender_service does the transport), so the batch venv tests it.
 One request's ``jsonData`` is one of::
 
     {"user_id": "42", "k": 10, "exclude": ["i1", "i7"]}          top-k for a user
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from deploy.lookup import LoadedSnapshot
+from serving.lookup import LoadedSnapshot
 
 DEFAULT_K = 10
 LOOKUP_FIELDS = ("user_id", "item_id", "k", "exclude")

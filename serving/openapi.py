@@ -1,6 +1,6 @@
 """The OpenAPI 3.0 description of the lookup service's REST routes, and the swagger page that shows it.
 
-Built per request from the same limits the service enforces (deploy.api.Limits) and the snapshot it serves (k's
+Built per request from the same limits the service enforces (serving.api.Limits) and the snapshot it serves (k's
 maximum is the snapshot's n, the document names the model version), so the description cannot drift from the
 behaviour. The service answers ``GET /openapi.json`` (also at Seldon's ``/seldon.json``) and ``GET /docs``; a test
 fuzzes every described operation against the running service and requires zero server errors.
@@ -10,7 +10,7 @@ so the description covers every route that does something.
 """
 from __future__ import annotations
 
-from deploy.api import DEFAULT_K, Limits
+from serving.api import DEFAULT_K, Limits
 
 API_VERSION = "1.1.0"
 PREDICTION_PATHS = ("/api/v1.0/predictions", "/api/v0.1/predictions", "/predict")
