@@ -1,10 +1,9 @@
 """Ingest interaction logs into the lake: bronze (raw rows), silver (clean, deduplicated), quarantine (rejected).
 
-    python -m jobs.ingest --input incoming/ --format events --lake ./lake --incremental
-    python -m jobs.ingest --input ratings.csv --format movielens --lake ./lake
+    summary = ingest(spark, Lake("./data-lake"), "incoming/", "events", IngestOptions(incremental=True))
 
 Formats: event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``) and rating files
-(``movielens``, ``movielens-100k``, ``movietweetings``); see ``--help`` and transforms/parse.py.
+(``movielens``, ``movielens-100k``, ``movietweetings``); see transforms/parse.py.
 
 What a run does:
 
@@ -32,26 +31,21 @@ incremental run retries them (safe: MERGE drops what already landed).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import sys
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-if __package__ in (None, ""):  # spark-submit jobs/ingest.py: import the project from its root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs import tables
-from jobs.cli import Lake, add_lake_arg, base_parser, spark_from_args
-from jobs.progress import Progress
+from flow.progress import Progress
+from lake import tables
+from lake.fs import InputFile, list_input_files
+from lake.registry import Lake
 from transforms import columns as C
 from transforms import outliers, parse
 
@@ -71,12 +65,6 @@ PARTITION_GRAINS = {"date": C.EVENT_DATE, "month": C.EVENT_MONTH}
 ROW_ID = "_row_id"  # monotonically_increasing_id: (Spark partition << 33) + row number within the partition
 READ_ORDER = "_read_order"  # (split's rank in (file, offset) order << 32) + line: which copy of a duplicate is first
 
-BRONZE = ("bronze", "interactions")
-SILVER = ("silver", "interactions")
-QUARANTINE = ("quarantine", "interactions")
-INGESTED_FILES = ("meta", "ingested_files")
-INGEST_RUNS = ("meta", "ingest_runs")
-
 # bronze: the raw row, where it came from, the run, and what the parser made of it (parse_reason null: a good row;
 # the outlier policy runs later, so its bot_suspected rows show in quarantine, not here)
 BRONZE_PARSED_COLUMNS = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.EVENT_TS, C.SOURCE_EVENT_ID, C.EVENT_ID]
@@ -93,103 +81,17 @@ SILVER_COLUMNS = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.EVE
 class ConservationError(RuntimeError):
     """Rows were lost or invented between reading and writing; the message lists the identities that failed."""
 
-
-class NoInputError(FileNotFoundError):
-    """--input matches no file."""
+    def __init__(self, problems: list[str]):
+        super().__init__("rows not accounted for: " + "; ".join(problems))
+        self.problems = problems
+        self.summary: dict | None = None  # the failed run's summary, when a run raised it
 
 
 class PartitionGrainError(ValueError):
     """--partition-grain disagrees with how the existing silver table is partitioned."""
 
 
-def spark_file_uri(uri: str) -> str:
-    """A file URI in the form Spark's _metadata.file_path uses (file:/x, not file:///x), so the two compare equal."""
-    return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
-
-
-@dataclass(frozen=True)
-class InputFile:
-    path: str  # as Spark reports it in _metadata.file_path (a URI)
-    read_path: str  # as a reader accepts it
-    size: int
-    modified_ms: int
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return self.path, self.size, self.modified_ms
-
-
-def build_parser():
-    parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="a file, a folder (read recursively) or a glob of input files")
-    parser.add_argument("--format", required=True, choices=sorted(parse.FORMATS),
-                        help="; ".join(f"{f.name}: {f.description}" for f in parse.FORMATS.values()))
-    add_lake_arg(parser)
-    parser.add_argument("--run-id", default=None, help="ingest run id (default: a new UUID)")
-    parser.add_argument("--incremental", action="store_true",
-                        help="read only files not yet in meta/ingested_files (same path, size and modification time)")
-    parser.add_argument("--partition-grain", choices=sorted(PARTITION_GRAINS), default=None,
-                        help="silver partitions: date (event_date) or month (event_month); default: the existing "
-                             "table's, else date for event logs and month for rating files")
-    parser.add_argument("--rating-min", type=float, default=None, help="lowest valid rating (default: the format's)")
-    parser.add_argument("--rating-max", type=float, default=None, help="highest valid rating (default: the format's)")
-    events = parser.add_argument_group("event logs")
-    events.add_argument("--event-types", default=None,
-                        help=f"comma-separated known event types (default: {','.join(parse.DEFAULT_EVENT_TYPES)}); "
-                             "others are quarantined as unknown_event_type")
-    events.add_argument("--columns", default=None,
-                        help=f"CSV field order (default: {','.join(parse.EVENT_FIELDS)}); other names are ignored")
-    events.add_argument("--max-value", type=float, default=None,
-                        help="largest value of a non-rating event (quantity, dwell s); default 1e6")
-    parser.add_argument("--bot-max-events-per-day", type=int, default=None,
-                        help="quarantine (bot_suspected) all events of a user-day with more good events than this "
-                             f"in one run; 0 = off (default: {DEFAULT_BOT_MAX_EVENTS_PER_DAY:,} for event logs, off "
-                             "for rating files)")
-    parser.add_argument("--future-tolerance-hours", type=float, default=FUTURE_TOLERANCE_S / 3600,
-                        help="events later than now plus this are quarantined as future_timestamp")
-    parser.add_argument("--progress-every", type=float, default=30.0,
-                        help="seconds between progress lines on long runs (0: off)")
-    return parser
-
-
 # ---------------------------------------------------------------------------------------------- input
-
-
-def list_input_files(spark, pattern: str) -> list[InputFile]:
-    """Files under ``pattern`` (file, folder searched recursively, or glob) via the Hadoop FileSystem API.
-
-    Names starting with '_' or '.' (_SUCCESS, .crc, _temporary/) are skipped, as Spark's readers do.
-    """
-    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the Hadoop FileSystem API is only reachable through py4j
-    conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
-    glob = jvm.org.apache.hadoop.fs.Path(pattern)
-    fs = glob.getFileSystem(conf)
-    statuses = fs.globStatus(glob)
-    if not statuses:
-        raise NoInputError(f"--input {pattern!r} matches no file")
-
-    def hidden(path, root_depth: int) -> bool:
-        names = []
-        while path is not None and path.depth() > root_depth:
-            names.append(path.getName())
-            path = path.getParent()
-        return any(n.startswith(("_", ".")) for n in names)
-
-    files = {}
-    for status in statuses:
-        root = fs.makeQualified(status.getPath())
-        if status.isDirectory():
-            found = fs.listFiles(root, True)
-            while found.hasNext():
-                f = found.next()
-                if not hidden(f.getPath(), root.depth()):
-                    files[spark_file_uri(str(f.getPath().toUri().toString()))] = f
-        elif not hidden(root, root.depth() - 1):
-            files[spark_file_uri(str(root.toUri().toString()))] = status
-    if not files:
-        raise NoInputError(f"--input {pattern!r} holds no data file (only hidden or empty folders)")
-    return [InputFile(uri, str(fs.makeQualified(f.getPath()).toString()), int(f.getLen()), int(f.getModificationTime()))
-            for uri, f in sorted(files.items())]
 
 
 def read_rows(spark, files: list[InputFile], fmt) -> DataFrame:
@@ -214,89 +116,19 @@ def read_rows(spark, files: list[InputFile], fmt) -> DataFrame:
     )
 
 
-def input_format(args):
-    fmt = parse.get_format(args.format)
+def input_format(fmt_name: str, options: "IngestOptions"):
+    """The parser format ``fmt_name`` with the options' CSV field order; ValueError for event-log options given
+    with a rating format."""
+    fmt = parse.get_format(fmt_name)
     if parse.is_event_format(fmt):
-        if args.columns:
-            fmt = parse.with_columns(fmt, args.columns.split(","))
-    elif args.columns or args.event_types or args.max_value is not None:
-        raise SystemExit(f"--columns, --event-types and --max-value apply to event logs, not to {args.format}")
+        if options.columns:
+            fmt = parse.with_columns(fmt, list(options.columns))
+    elif options.columns or options.event_types or options.max_value is not None:
+        raise ValueError(f"--columns, --event-types and --max-value apply to event logs, not to {fmt_name}")
     return fmt
 
 
 # ---------------------------------------------------------------------------------------------- Delta writes
-
-
-@contextlib.contextmanager
-def session_conf(spark, settings: dict[str, str]):
-    """Set Spark SQL settings for the duration of the block, then restore what was there."""
-    before = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
-
-
-def commit_metrics(spark, path: str, tag: str, *, after_version: int = -1) -> tuple[int, dict[str, int]] | None:
-    """(version, operationMetrics) of the newest commit of ``path`` tagged ``tag`` (userMetadata) after
-    ``after_version``, or None if there is none (an insert-only MERGE that inserts nothing commits nothing).
-
-    Matching on our own tag, not on "the latest commit", keeps the numbers right if another writer commits too.
-    """
-    rows = (DeltaTable.forPath(spark, path).history(50)
-            .where((F.col("userMetadata") == tag) & (F.col("version") > after_version))
-            .orderBy(F.col("version").desc()).select("version", "operationMetrics").limit(1).collect())
-    if not rows:
-        return None
-    metrics = rows[0]["operationMetrics"] or {}
-    return int(rows[0]["version"]), {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
-
-
-def new_table_properties_conf(properties: dict[str, str]) -> dict[str, str]:
-    """The session settings that give a Delta table created while they are set these ``delta.*`` properties."""
-    return {f"spark.databricks.delta.properties.defaults.{k.removeprefix('delta.')}": v for k, v in properties.items()}
-
-
-def append_rows(spark, df: DataFrame, path: str, *, tag: str, partition_by: list[str] | None = None,
-                optimize_write: bool = True, properties: dict[str, str] | None = None) -> tuple[int, int]:
-    """Append ``df`` as one commit tagged ``tag`` (new columns are added); returns (version, rows written).
-
-    ``properties``: Delta table properties the table should have (set when the append creates it; an existing
-    table that lacks them gets them first, in a commit of their own).
-    """
-    writer = (df.write.format("delta").mode("append").option("mergeSchema", "true").option("userMetadata", tag)
-              .option("optimizeWrite", str(optimize_write).lower()))
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    creating = {}
-    if properties:
-        if tables.exists(spark, path):
-            ensure_properties(spark, path, properties)
-        else:
-            creating = new_table_properties_conf(properties)
-    with session_conf(spark, creating):
-        writer.save(path)
-    committed = commit_metrics(spark, path, tag)
-    if committed is None:
-        raise ConservationError(f"the append to {path} left no commit tagged {tag!r} in its last 50 versions")
-    version, metrics = committed
-    return version, metrics.get("numOutputRows", 0)
-
-
-def ensure_properties(spark, path: str, properties: dict[str, str]) -> None:
-    """Give the existing Delta table at ``path`` the table ``properties`` it lacks (no commit if it has them)."""
-    current = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
-    missing = {k: v for k, v in properties.items() if current.get(k) != v}
-    if missing:
-        settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
-        spark.sql(f"ALTER TABLE delta.`{path.replace('`', '``')}` SET TBLPROPERTIES ({settings})")
-        log.info("%s: table properties set: %s", path, settings)
 
 
 def partition_literal(column: str, value) -> str:
@@ -320,19 +152,18 @@ def merge_new_events(spark, events: DataFrame, path: str, *, partition_col: str,
         return {"version": tables.version(spark, path) if tables.exists(spark, path) else None,
                 "source_rows": 0, "inserted": 0}
     if not tables.exists(spark, path):
-        with session_conf(spark, SILVER_WRITE_CONF):
-            version, written = append_rows(spark, events, path, tag=tag, partition_by=[partition_col],
+        with tables.session_conf(spark, SILVER_WRITE_CONF):
+            version, written = tables.append_tagged(spark, events, path, tag=tag, partition_by=[partition_col],
                                            optimize_write=False, properties=SILVER_PROPERTIES)
         return {"version": version, "source_rows": written, "inserted": written}
     values = ", ".join(partition_literal(partition_col, v) for v in sorted(partition_values))
     condition = (f"t.`{partition_col}` IN ({values}) AND t.`{partition_col}` = s.`{partition_col}` "
                  f"AND t.`{C.EVENT_ID}` = s.`{C.EVENT_ID}`")
-    ensure_properties(spark, path, SILVER_PROPERTIES)
+    tables.ensure_properties(spark, path, SILVER_PROPERTIES)
     before = tables.version(spark, path)
-    with session_conf(spark, {**SILVER_WRITE_CONF, "spark.databricks.delta.commitInfo.userMetadata": tag}):
-        (DeltaTable.forPath(spark, path).alias("t").merge(events.alias("s"), condition)
-         .withSchemaEvolution().whenNotMatchedInsertAll().execute())
-    committed = commit_metrics(spark, path, tag, after_version=before)
+    with tables.session_conf(spark, {**SILVER_WRITE_CONF, "spark.databricks.delta.commitInfo.userMetadata": tag}):
+        tables.merge_insert_new(spark, events, path, condition)
+    committed = tables.commit_metrics(spark, path, tag, after_version=before)
     if committed is None:  # every event was already there: Delta commits nothing; count the batch's events once
         return {"version": before, "source_rows": distinct_events, "inserted": 0}
     version, metrics = committed
@@ -343,7 +174,7 @@ def merge_new_events(spark, events: DataFrame, path: str, *, partition_col: str,
 def resolve_partition_column(spark, silver_path: str, grain: str | None, fmt) -> str:
     """The partition column of silver: the existing table's, else the requested grain's, else the format's default."""
     if tables.exists(spark, silver_path):
-        existing = list(DeltaTable.forPath(spark, silver_path).detail().select("partitionColumns").first()[0])
+        existing = tables.partition_columns(spark, silver_path)
         if len(existing) != 1 or existing[0] not in PARTITION_GRAINS.values():
             raise PartitionGrainError(f"{silver_path} is partitioned by {existing}; expected one of "
                                       f"{sorted(PARTITION_GRAINS.values())}")
@@ -385,177 +216,258 @@ def conservation_problems(n: dict) -> list[str]:
     return problems
 
 
-def check_conservation(n: dict) -> None:
-    problems = conservation_problems(n)
+def check_conservation(n: dict, extra_problems: list[str] = ()) -> None:
+    """Raise ConservationError (its ``problems`` listing each failure) unless every identity holds and there are
+    no ``extra_problems``."""
+    problems = conservation_problems(n) + list(extra_problems)
     if problems:
-        raise ConservationError("rows not accounted for: " + "; ".join(problems))
+        raise ConservationError(problems)
 
 
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def run(spark, args) -> dict:
-    lake = Lake(args.lake)
-    run_id = args.run_id or uuid.uuid4().hex
+@dataclass(frozen=True)
+class IngestOptions:
+    """How one ingest run reads, checks and writes. Defaults in one place; the job's flags map to these fields.
+
+    ``bot_max_events_per_day`` None means the format's default (DEFAULT_BOT_MAX_EVENTS_PER_DAY for event logs,
+    off for rating files); 0 turns the outlier policy off. ``event_types``, ``columns`` and ``max_value`` apply to
+    event logs only (ValueError for rating files).
+    """
+    run_id: str | None = None
+    incremental: bool = False
+    partition_grain: str | None = None
+    rating_min: float | None = None
+    rating_max: float | None = None
+    event_types: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    max_value: float | None = None
+    bot_max_events_per_day: int | None = None
+    future_tolerance_hours: float = FUTURE_TOLERANCE_S / 3600
+    progress_every: float = 30.0
+
+
+@dataclass
+class _Run:
+    """One run's identity, inputs and what its steps found so far."""
+    spark: object
+    lake: Lake
+    fmt: object
+    options: IngestOptions
+    run_id: str
+    started: float
+    started_at: dt.datetime
+    summary: dict
+    files: list = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        return f"ingest:{self.run_id}"
+
+    def stamp(self) -> list:
+        return [F.lit(self.run_id).alias(C.INGEST_RUN_ID),
+                F.lit(self.started_at).cast("timestamp").alias(C.INGESTED_AT)]
+
+
+def ingest(spark, lake: Lake, pattern: str, fmt_name: str, options: IngestOptions = IngestOptions()) -> dict:
+    """Ingest the files matching ``pattern`` (format ``fmt_name``) into ``lake``; returns the run's summary.
+
+    Raises lake.fs.NoInputError when nothing matches, ConservationError when rows are not accounted for (the
+    run is recorded as failed first), PartitionGrainError and ValueError for options that do not fit.
+    """
+    run_id = options.run_id or uuid.uuid4().hex
     started = time.time()
-    started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    fmt = input_format(args)
-    event_types = [t.strip() for t in args.event_types.split(",") if t.strip()] if args.event_types else None
-    bot_limit = args.bot_max_events_per_day
-    if bot_limit is None:
-        bot_limit = DEFAULT_BOT_MAX_EVENTS_PER_DAY if parse.is_event_format(fmt) else 0
-    paths = {name: lake.table(*where) for name, where in
-             (("bronze", BRONZE), ("silver", SILVER), ("quarantine", QUARANTINE),
-              ("files", INGESTED_FILES), ("runs", INGEST_RUNS))}
-    summary = {"run_id": run_id, "input": args.input, "format": args.format, "status": "ok",
-               "incremental": bool(args.incremental)}
-
-    with Progress(spark, f"ingest {run_id[:8]}", every_s=args.progress_every) as progress:
+    run = _Run(spark, lake, input_format(fmt_name, options), options, run_id, started,
+               dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+               {"run_id": run_id, "input": pattern, "format": fmt_name, "status": "ok",
+                "incremental": bool(options.incremental)})
+    with Progress(spark, f"ingest {run_id[:8]}", every_s=options.progress_every) as progress:
         progress.step("list input")
-        files = list_input_files(spark, args.input)
-        seen = already_ingested(spark, paths["files"]) if args.incremental else set()
-        new = [f for f in files if f.key not in seen]
-        summary.update(files_new=len(new), files_skipped=len(files) - len(new),
-                       bytes_new=sum(f.size for f in new))
-        if not new:
-            summary.update(read=0, headers=0, loaded=0, duplicates=0, duplicates_in_batch=0, duplicates_in_silver=0,
-                           quarantined=0, quarantined_by_reason={}, partitions=0,
-                           seconds=round(time.time() - started, 1), status="nothing new")
-            print_summary(summary)
-            return summary
-        partition_col = resolve_partition_column(spark, paths["silver"], args.partition_grain, fmt)
-        summary["partition_column"] = partition_col
-        log.info("ingest %s: %d new file(s), %.1f MB, format %s, silver partitioned by %s", run_id[:8], len(new),
-                 summary["bytes_new"] / 1e6, fmt.name, partition_col)
+        files = list_input_files(spark, pattern)
+        seen = already_ingested(spark, lake.ingested_files) if options.incremental else set()
+        run.files = [f for f in files if f.key not in seen]
+        run.summary.update(files_new=len(run.files), files_skipped=len(files) - len(run.files),
+                           bytes_new=sum(f.size for f in run.files))
+        if not run.files:
+            run.summary.update(NOTHING_NEW, seconds=round(time.time() - started, 1))
+            return run.summary
+        _ingest_files(run, progress)
+    return run.summary
 
-        progress.step("split offsets")
-        # A scan without parsing: each input split's first row id (for source_line) and its row count, the
-        # number every later count is checked against.
-        splits = split_rows(read_rows(spark, new, fmt))
-        counted_total = sum(s.rows for s in splits)
-        rows_by_file: dict[str, int] = {}
-        for s in splits:
-            rows_by_file[s.file] = rows_by_file.get(s.file, 0) + s.rows
-        split_df = spark.createDataFrame([(s.file, s.offset, s.first_row, s.order) for s in splits],
-                                         f"{C.SOURCE_FILE} string, {C.SOURCE_OFFSET} long, _first_row long, "
-                                         "_split_order long")
-        stamp = [F.lit(run_id).alias(C.INGEST_RUN_ID), F.lit(started_at).cast("timestamp").alias(C.INGESTED_AT)]
 
-        progress.step("parse into bronze")
-        # Every row is parsed once, on its way to bronze: bronze keeps the raw text and what the parser made of it,
-        # and every step below reads only the columns it needs from this run's bronze rows (Parquet is columnar),
-        # instead of a persisted copy of the whole parse.
-        parsed = parse.parse_lines(
-            read_rows(spark, new, fmt), fmt,
-            max_event_ts_seconds=int(started + args.future_tolerance_hours * 3600),
-            rating_min=args.rating_min, rating_max=args.rating_max,
-            **({"event_types": event_types, "max_value": args.max_value} if parse.is_event_format(fmt) else {}),
-        ).transform(parse.with_good_event_id)
-        # a left join: a split the first scan did not see (a file that grew) keeps its rows, and the per-file
-        # counts below then fail the run instead of losing them
-        located = parsed.join(F.broadcast(split_df.drop("_split_order")), on=[C.SOURCE_FILE, C.SOURCE_OFFSET],
-                              how="left")
-        bronze_version, bronze_rows = append_rows(
-            spark, located.select(C.RAW, C.SOURCE_FILE, C.SOURCE_OFFSET,
-                                  (F.col(ROW_ID) - F.col("_first_row") + 1).alias(C.SOURCE_LINE), *stamp,
-                                  F.col(C.REASON).alias(C.PARSE_REASON), *BRONZE_PARSED_COLUMNS),
-            paths["bronze"], tag=f"ingest:{run_id}", optimize_write=False, properties=BRONZE_PROPERTIES)
-        batch = (tables.read(spark, paths["bronze"], version=bronze_version)
-                 .where((F.col(C.INGEST_RUN_ID) == run_id) & (F.col(C.INGESTED_AT) == F.lit(started_at)))
-                 .withColumnRenamed(C.PARSE_REASON, C.REASON))
+NOTHING_NEW = dict(read=0, headers=0, loaded=0, duplicates=0, duplicates_in_batch=0, duplicates_in_silver=0,
+                   quarantined=0, quarantined_by_reason={}, partitions=0, status="nothing new")
 
-        progress.step("count")
-        stats = batch_stats(batch, partition_col)
-        counted = stats["by_reason"]
-        changed = [f"{f}: {rows_by_file.get(f, 0):,} rows when first read, {stats['rows_by_file'].get(f, 0):,} "
-                   "in bronze" for f in sorted(set(rows_by_file) | set(stats["rows_by_file"]))
-                   if rows_by_file.get(f, 0) != stats["rows_by_file"].get(f, 0)]
-        flagged, flagged_rows = [], 0
-        final = batch
-        if bot_limit and counted.get(None, 0):
-            progress.step("outlier policy")
-            flagged = (outliers.bot_user_days(batch, max_events_per_day=bot_limit)
-                       .limit(MAX_FLAGGED_USER_DAYS + 1).collect())
-            if len(flagged) > MAX_FLAGGED_USER_DAYS:
-                raise ValueError(f"--bot-max-events-per-day {bot_limit} flags more than {MAX_FLAGGED_USER_DAYS:,} "
-                                 "user-days as bots; the threshold is too low for this input")
-            if flagged:
-                flagged_rows = sum(r[outliers.N_EVENTS_DAY] for r in flagged)
-                flagged_df = spark.createDataFrame(flagged, f"{C.USER_ID} string, {C.EVENT_DATE} date, "
-                                                            f"{outliers.N_EVENTS_DAY} long")
-                final = outliers.quarantine_bot_rows(batch, flagged_df)
-                log.info("outlier policy: %d user-day(s) over %d events, %d rows to quarantine",
-                         len(flagged), bot_limit, flagged_rows)
-        if flagged_rows:
-            counted = dict(counted)
-            counted[None] -= flagged_rows
-            counted[parse.BOT_SUSPECTED] = counted.get(parse.BOT_SUSPECTED, 0) + flagged_rows
 
-        progress.step("quarantine")
-        counted_rejected = sum(v for k, v in counted.items() if k not in (None, parse.HEADER))
-        quarantine_version, quarantine_rows = None, 0
-        if counted_rejected:
-            rejected = parse.rejected_rows(final.where(F.col(C.REASON).isNotNull()))
-            quarantine_version, quarantine_rows = append_rows(
-                spark, rejected.select("*", *stamp), paths["quarantine"], tag=f"ingest:{run_id}")
+def _ingest_files(run: _Run, progress: Progress) -> None:
+    spark, lake = run.spark, run.lake
+    partition_col = resolve_partition_column(spark, lake.silver, run.options.partition_grain, run.fmt)
+    run.summary["partition_column"] = partition_col
+    log.info("ingest %s: %d new file(s), %.1f MB, format %s, silver partitioned by %s", run.run_id[:8],
+             len(run.files), run.summary["bytes_new"] / 1e6, run.fmt.name, partition_col)
+    progress.step("split offsets")
+    # A scan without parsing: each input split's first row id (for source_line) and its row count, the
+    # number every later count is checked against.
+    splits = split_rows(read_rows(spark, run.files, run.fmt))
+    split_df = spark.createDataFrame([(s.file, s.offset, s.first_row, s.order) for s in splits],
+                                     f"{C.SOURCE_FILE} string, {C.SOURCE_OFFSET} long, _first_row long, "
+                                     "_split_order long")
+    progress.step("parse into bronze")
+    bronze_version, bronze_rows, batch = _parse_into_bronze(run, split_df)
+    progress.step("count")
+    stats = batch_stats(batch, partition_col)
+    rows_by_file = _rows_by_file(splits)
+    changed = [f"input changed while it was read: {f}: {rows_by_file.get(f, 0):,} rows when first read, "
+               f"{stats['rows_by_file'].get(f, 0):,} in bronze"
+               for f in sorted(set(rows_by_file) | set(stats["rows_by_file"]))
+               if rows_by_file.get(f, 0) != stats["rows_by_file"].get(f, 0)]
+    final, counted, flagged = _outlier_policy(run, batch, stats["by_reason"], progress)
+    progress.step("quarantine")
+    counted_rejected = sum(v for k, v in counted.items() if k not in (None, parse.HEADER))
+    quarantine_version, quarantine_rows = None, 0
+    if counted_rejected:
+        rejected = parse.rejected_rows(final.where(F.col(C.REASON).isNotNull()))
+        quarantine_version, quarantine_rows = tables.append_tagged(
+            spark, rejected.select("*", *run.stamp()), lake.quarantine, tag=run.tag)
+    partition_values = stats["partitions"] if counted.get(None, 0) else []
+    merged = _dedupe_and_merge(run, final, split_df, counted, partition_col, partition_values, progress)
+    numbers = {"counted_total": sum(s.rows for s in splits), "counted_good": counted.get(None, 0),
+               "counted_rejected": counted_rejected, "headers": counted.get(parse.HEADER, 0),
+               "bronze_rows": bronze_rows, "quarantine_rows": quarantine_rows,
+               "source_rows": merged["source_rows"], "inserted": merged["inserted"],
+               "counted_distinct": merged["distinct_events"]}
+    _summarise(run.summary, numbers, counted, partition_values, flagged,
+               {"bronze": bronze_version, "quarantine": quarantine_version, "silver": merged["version"]})
+    progress.step("record run")
+    _account_and_record(run, numbers, changed, rows_by_file, progress)
 
-        progress.step("duplicates within the input")
-        # read order: input splits in (file, offset) order, then line; unique per row of the run
-        good = (final.where(F.col(C.REASON).isNull())
-                .join(F.broadcast(split_df.select(C.SOURCE_FILE, C.SOURCE_OFFSET, "_split_order")),
-                      on=[C.SOURCE_FILE, C.SOURCE_OFFSET], how="left")
-                .withColumn(READ_ORDER, F.shiftleft(F.col("_split_order"), 32) + F.col(C.SOURCE_LINE)))
-        dups = parse.duplicate_keys(good, order_col=READ_ORDER).cache()
-        try:
-            dup_stats = dups.agg(F.count(F.lit(1)).alias("keys"), F.sum(parse.COPIES).alias("copies")).first()
-            dup_keys, in_batch = dup_stats["keys"], (dup_stats["copies"] or 0) - dup_stats["keys"]
-            distinct_events = counted.get(None, 0) - in_batch
-            if dup_keys:
-                good = parse.drop_later_copies(good, dups, order_col=READ_ORDER,
-                                               broadcast=dup_keys <= MAX_BROADCAST_DUPLICATE_KEYS)
 
-            progress.step("silver merge")
-            events = good.transform(parse.with_event_date).select(*SILVER_COLUMNS, C.INGEST_RUN_ID, C.INGESTED_AT)
-            partition_values = stats["partitions"] if counted.get(None, 0) else []
-            merged = merge_new_events(spark, events, paths["silver"], partition_col=partition_col,
-                                      partition_values=partition_values, tag=f"ingest:{run_id}",
-                                      distinct_events=distinct_events)
-        finally:
-            dups.unpersist()
+def _rows_by_file(splits: list["Split"]) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    for s in splits:
+        rows[s.file] = rows.get(s.file, 0) + s.rows
+    return rows
 
-        numbers = {"counted_total": counted_total, "counted_good": counted.get(None, 0),
-                   "counted_rejected": counted_rejected, "headers": counted.get(parse.HEADER, 0),
-                   "bronze_rows": bronze_rows, "quarantine_rows": quarantine_rows,
-                   "source_rows": merged["source_rows"], "inserted": merged["inserted"],
-                   "counted_distinct": distinct_events}
-        summary.update(
-            read=bronze_rows, headers=numbers["headers"], loaded=merged["inserted"],
-            duplicates=numbers["counted_good"] - merged["inserted"],
-            duplicates_in_batch=numbers["counted_good"] - merged["source_rows"],
-            duplicates_in_silver=merged["source_rows"] - merged["inserted"],
-            quarantined=quarantine_rows,
-            quarantined_by_reason={k: v for k, v in sorted(counted.items(), key=lambda kv: str(kv[0]))
-                                   if k not in (None, parse.HEADER) and v},
-            partitions=len(partition_values),
-            partition_range=[str(min(partition_values)), str(max(partition_values))] if partition_values else None,
-            bot_user_days=len(flagged),
-            versions={"bronze": bronze_version, "quarantine": quarantine_version, "silver": merged["version"]},
-        )
-        problems = conservation_problems(numbers) + [f"input changed while it was read: {c}" for c in changed]
-        summary["seconds"] = round(time.time() - started, 1)
-        progress.step("record run")
-        if problems:
-            summary["status"] = "failed: rows not accounted for"
-            summary["problems"] = problems
-            record_run(spark, paths["runs"], summary, started_at)
-            print_summary(summary)
-            raise ConservationError("rows not accounted for: " + "; ".join(problems))
-        record_files(spark, paths["files"], new, rows_by_file, run_id, started_at, args.format)
-        summary["steps"] = dict(progress.timings)
-        summary["seconds"] = round(time.time() - started, 1)
-        record_run(spark, paths["runs"], summary, started_at)
-    print_summary(summary)
-    return summary
+
+def _parse_into_bronze(run: _Run, split_df: DataFrame) -> tuple[int, int, DataFrame]:
+    """Parse every row once, on its way to bronze; returns (bronze version, rows written, this run's bronze rows
+    with the parser's reason as ``reason``). Every later step reads only the columns it needs from them."""
+    spark, opts = run.spark, run.options
+    event_options = ({"event_types": list(opts.event_types) if opts.event_types else None,
+                      "max_value": opts.max_value} if parse.is_event_format(run.fmt) else {})
+    parsed = parse.parse_lines(
+        read_rows(spark, run.files, run.fmt), run.fmt,
+        max_event_ts_seconds=int(run.started + opts.future_tolerance_hours * 3600),
+        rating_min=opts.rating_min, rating_max=opts.rating_max, **event_options,
+    ).transform(parse.with_good_event_id)
+    # a left join: a split the first scan did not see (a file that grew) keeps its rows, and the per-file
+    # counts then fail the run instead of losing them
+    located = parsed.join(F.broadcast(split_df.drop("_split_order")), on=[C.SOURCE_FILE, C.SOURCE_OFFSET],
+                          how="left")
+    version, rows = tables.append_tagged(
+        spark, located.select(C.RAW, C.SOURCE_FILE, C.SOURCE_OFFSET,
+                              (F.col(ROW_ID) - F.col("_first_row") + 1).alias(C.SOURCE_LINE), *run.stamp(),
+                              F.col(C.REASON).alias(C.PARSE_REASON), *BRONZE_PARSED_COLUMNS),
+        run.lake.bronze, tag=run.tag, optimize_write=False, properties=BRONZE_PROPERTIES)
+    batch = (tables.read(spark, run.lake.bronze, version=version)
+             .where((F.col(C.INGEST_RUN_ID) == run.run_id) & (F.col(C.INGESTED_AT) == F.lit(run.started_at)))
+             .withColumnRenamed(C.PARSE_REASON, C.REASON))
+    return version, rows, batch
+
+
+def _bot_limit(run: _Run) -> int:
+    limit = run.options.bot_max_events_per_day
+    if limit is None:
+        return DEFAULT_BOT_MAX_EVENTS_PER_DAY if parse.is_event_format(run.fmt) else 0
+    return limit
+
+
+def _outlier_policy(run: _Run, batch: DataFrame, counted: dict,
+                    progress: Progress) -> tuple[DataFrame, dict, list]:
+    """(rows with bot-like user-days marked bot_suspected, counts by reason after that, flagged user-days)."""
+    bot_limit = _bot_limit(run)
+    if not bot_limit or not counted.get(None, 0):
+        return batch, counted, []
+    progress.step("outlier policy")
+    flagged = (outliers.bot_user_days(batch, max_events_per_day=bot_limit)
+               .limit(MAX_FLAGGED_USER_DAYS + 1).collect())
+    if len(flagged) > MAX_FLAGGED_USER_DAYS:
+        raise ValueError(f"--bot-max-events-per-day {bot_limit} flags more than {MAX_FLAGGED_USER_DAYS:,} "
+                         "user-days as bots; the threshold is too low for this input")
+    if not flagged:
+        return batch, counted, []
+    flagged_rows = sum(r[outliers.N_EVENTS_DAY] for r in flagged)
+    flagged_df = run.spark.createDataFrame(flagged, f"{C.USER_ID} string, {C.EVENT_DATE} date, "
+                                                    f"{outliers.N_EVENTS_DAY} long")
+    log.info("outlier policy: %d user-day(s) over %d events, %d rows to quarantine",
+             len(flagged), bot_limit, flagged_rows)
+    counted = dict(counted)
+    counted[None] -= flagged_rows
+    counted[parse.BOT_SUSPECTED] = counted.get(parse.BOT_SUSPECTED, 0) + flagged_rows
+    return outliers.quarantine_bot_rows(batch, flagged_df), counted, flagged
+
+
+def _dedupe_and_merge(run: _Run, final: DataFrame, split_df: DataFrame, counted: dict, partition_col: str,
+                      partition_values: list, progress: Progress) -> dict:
+    """Keep the first copy (read order) of each event key among the good rows and MERGE them into silver;
+    returns merge_new_events' numbers plus ``distinct_events``."""
+    progress.step("duplicates within the input")
+    # read order: input splits in (file, offset) order, then line; unique per row of the run
+    good = (final.where(F.col(C.REASON).isNull())
+            .join(F.broadcast(split_df.select(C.SOURCE_FILE, C.SOURCE_OFFSET, "_split_order")),
+                  on=[C.SOURCE_FILE, C.SOURCE_OFFSET], how="left")
+            .withColumn(READ_ORDER, F.shiftleft(F.col("_split_order"), 32) + F.col(C.SOURCE_LINE)))
+    dups = parse.duplicate_keys(good, order_col=READ_ORDER).cache()
+    try:
+        dup_stats = dups.agg(F.count(F.lit(1)).alias("keys"), F.sum(parse.COPIES).alias("copies")).first()
+        dup_keys, in_batch = dup_stats["keys"], (dup_stats["copies"] or 0) - dup_stats["keys"]
+        distinct_events = counted.get(None, 0) - in_batch
+        if dup_keys:
+            good = parse.drop_later_copies(good, dups, order_col=READ_ORDER,
+                                           broadcast=dup_keys <= MAX_BROADCAST_DUPLICATE_KEYS)
+        progress.step("silver merge")
+        events = good.transform(parse.with_event_date).select(*SILVER_COLUMNS, C.INGEST_RUN_ID, C.INGESTED_AT)
+        merged = merge_new_events(run.spark, events, run.lake.silver, partition_col=partition_col,
+                                  partition_values=partition_values, tag=run.tag, distinct_events=distinct_events)
+    finally:
+        dups.unpersist()
+    return {**merged, "distinct_events": distinct_events}
+
+
+def _summarise(summary: dict, numbers: dict, counted: dict, partition_values: list, flagged: list,
+               versions: dict) -> None:
+    summary.update(
+        read=numbers["bronze_rows"], headers=numbers["headers"], loaded=numbers["inserted"],
+        duplicates=numbers["counted_good"] - numbers["inserted"],
+        duplicates_in_batch=numbers["counted_good"] - numbers["source_rows"],
+        duplicates_in_silver=numbers["source_rows"] - numbers["inserted"],
+        quarantined=numbers["quarantine_rows"],
+        quarantined_by_reason={k: v for k, v in sorted(counted.items(), key=lambda kv: str(kv[0]))
+                               if k not in (None, parse.HEADER) and v},
+        partitions=len(partition_values),
+        partition_range=[str(min(partition_values)), str(max(partition_values))] if partition_values else None,
+        bot_user_days=len(flagged), versions=versions,
+    )
+
+
+def _account_and_record(run: _Run, numbers: dict, changed: list[str], rows_by_file: dict,
+                        progress: Progress) -> None:
+    """Check the accounting; record the run (failed or not) and, when it holds, the files read."""
+    summary = run.summary
+    try:
+        check_conservation(numbers, changed)
+    except ConservationError as error:
+        summary.update(status="failed: rows not accounted for", problems=error.problems,
+                       seconds=round(time.time() - run.started, 1))
+        record_run(run.spark, run.lake.ingest_runs, summary, run.started_at)
+        error.summary = summary
+        raise
+    record_files(run.spark, run.lake.ingested_files, run.files, rows_by_file, run.run_id, run.started_at,
+                 summary["format"])
+    summary["steps"] = dict(progress.timings)
+    summary["seconds"] = round(time.time() - run.started, 1)
+    record_run(run.spark, run.lake.ingest_runs, summary, run.started_at)
 
 
 @dataclass(frozen=True)
@@ -613,7 +525,7 @@ def record_files(spark, path: str, files: list[InputFile], rows_by_file: dict, r
     rows = [(f.path, f.size, f.modified_ms, int(rows_by_file.get(f.path, 0)), fmt, run_id, started_at) for f in files]
     df = spark.createDataFrame(rows, "path string, size_bytes long, modified_ms long, rows long, format string, "
                                      f"{C.INGEST_RUN_ID} string, {C.INGESTED_AT} timestamp")
-    append_rows(spark, df.coalesce(1), path, tag=f"ingest:{run_id}")
+    tables.append_tagged(spark, df.coalesce(1), path, tag=f"ingest:{run_id}")
 
 
 def record_run(spark, path: str, summary: dict, started_at: dt.datetime) -> None:
@@ -625,7 +537,7 @@ def record_run(spark, path: str, summary: dict, started_at: dt.datetime) -> None
                                     "format string, status string, files long, read long, headers long, loaded long, "
                                     "duplicates long, quarantined long, quarantined_by_reason map<string,long>, "
                                     "summary string")
-    append_rows(spark, df, path, tag=f"ingest:{summary['run_id']}")
+    tables.append_tagged(spark, df, path, tag=f"ingest:{summary['run_id']}")
 
 
 def print_summary(summary: dict) -> None:
@@ -654,17 +566,3 @@ def print_summary(summary: dict) -> None:
         ok = "OK" if not summary.get("problems") else "FAILED: " + "; ".join(summary["problems"])
         print(f"  check: read = headers + loaded + duplicates + quarantined  {ok}")
     print(json.dumps(summary, default=str), file=sys.stderr)
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    spark = spark_from_args("recsys-ingest", args)
-    try:
-        run(spark, args)
-    finally:
-        spark.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

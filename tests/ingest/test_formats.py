@@ -6,8 +6,10 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import ingest, tables
-from jobs.cli import Lake
+from flow import ingest as ingest_flow
+from jobs import ingest
+from lake import tables
+from lake.registry import Lake
 from transforms import columns as C
 from transforms import parse
 
@@ -40,9 +42,9 @@ def test_json_lines_and_parquet_land_in_one_silver(spark, tmp_path):
     second = run(spark, lake, tmp_path / "parquet", "events-parquet")
     assert (second["read"], second["loaded"], second["duplicates_in_silver"]) == (3, 1, 1)
     assert second["quarantined_by_reason"] == {parse.MISSING_ITEM_ID: 1}
-    silver = tables.read(spark, lake.table(*ingest.SILVER))
+    silver = tables.read(spark, lake.silver)
     assert sorted(r[C.USER_ID] for r in silver.collect()) == ["u1", "u2", "u4"]
-    raw = tables.read(spark, lake.table(*ingest.QUARANTINE)).where(F.col(C.REASON) == parse.MISSING_ITEM_ID).first()[C.RAW]
+    raw = tables.read(spark, lake.quarantine).where(F.col(C.REASON) == parse.MISSING_ITEM_ID).first()[C.RAW]
     assert '"user_id":"u5"' in raw  # a Parquet row is kept as readable JSON text
 
 
@@ -60,7 +62,7 @@ def test_movielens_ratings_csv(spark, tmp_path, shared_data):
     lines, distinct = expected_ratings(path, ",", header=True)
     assert (summary["read"], summary["headers"], summary["loaded"], summary["quarantined"]) == (lines, 1, distinct, 0)
     assert summary["partition_column"] == C.EVENT_MONTH  # decades of ratings: monthly partitions
-    with pytest.raises(ingest.PartitionGrainError, match="event_month"):
+    with pytest.raises(ingest_flow.PartitionGrainError, match="event_month"):
         run(spark, lake, path, "movielens", "--partition-grain", "date")
 
 
@@ -70,7 +72,7 @@ def test_movietweetings_keeps_leading_zeros(spark, tmp_path, shared_data):
     summary = run(spark, lake, path, "movietweetings")
     lines, distinct = expected_ratings(path, "::", header=False)
     assert (summary["read"], summary["loaded"], summary["quarantined"]) == (lines, distinct, 0)
-    silver = tables.read(spark, lake.table(*ingest.SILVER))
+    silver = tables.read(spark, lake.silver)
     items = {r[C.ITEM_ID] for r in silver.where(F.col(C.USER_ID) == "2").select(C.ITEM_ID).collect()}
     assert "0104257" in items
     assert silver.where(F.length(C.ITEM_ID) != 7).count() == 0  # IMDb ids: 7 digits, zeros kept

@@ -10,8 +10,10 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import build_training, generate_logs, ingest, tables
-from jobs.cli import Lake
+from flow import ingest as ingest_flow
+from jobs import build_training, generate_logs, ingest
+from lake import tables
+from lake.registry import Lake
 from transforms import columns as C
 from transforms import parse
 
@@ -23,8 +25,8 @@ DAY1 = dict(events=1500, users=150, items=60, clusters=4, in_cluster=0.85, start
 DAY2 = {**DAY1, "start_date": "2024-03-03", "late_rate": 0.3, "seed": 8, "bot_users": 0}
 UTF8_LINES = 2
 BOT_LIMIT = 300  # busiest real user: about 100 events a day here; the bot sends 400 in one day
-DATA_TABLES = {"bronze": ingest.BRONZE, "silver": ingest.SILVER, "quarantine": ingest.QUARANTINE,
-               "files": ingest.INGESTED_FILES, "runs": ingest.INGEST_RUNS}
+DATA_TABLES = {"bronze": "bronze", "silver": "silver", "quarantine": "quarantine", "files": "ingested_files",
+               "runs": "ingest_runs"}
 
 
 def generate(spark, settings: dict, output: str) -> None:
@@ -73,7 +75,7 @@ def landing(spark, tmp_path_factory):
     incoming = base / "incoming"
     generate(spark, DAY1, str(incoming / "2024-03-01"))
     out = {"lake": lake, "incoming": incoming, "truth1": truth(spark, DAY1), "truth2": truth(spark, DAY2)}
-    paths = {name: lake.table(*where) for name, where in DATA_TABLES.items()}
+    paths = {name: getattr(lake, table) for name, table in DATA_TABLES.items()}
 
     out["run1"] = ingest_run(spark, lake, str(incoming), "--incremental")
     out["after1"] = {name: fingerprint(spark, p) for name, p in paths.items()}
@@ -118,7 +120,7 @@ def test_every_run_accounts_for_every_row(spark, landing):
         s = landing[name]
         assert s["read"] == s["headers"] + s["loaded"] + s["duplicates"] + s["quarantined"], name
         assert s["quarantined"] == sum(s["quarantined_by_reason"].values()), name
-    runs = tables.read(spark, landing["lake"].table(*ingest.INGEST_RUNS))
+    runs = tables.read(spark, landing["lake"].ingest_runs)
     recorded = {r[C.INGEST_RUN_ID]: r for r in runs.collect()}
     assert set(recorded) == {landing[n]["run_id"] for n in ("run1", "run3", "run4")}  # run2 read nothing
     assert recorded[landing["run1"]["run_id"]]["loaded"] == landing["run1"]["loaded"]
@@ -145,7 +147,7 @@ def test_the_second_day_reads_only_its_own_files(landing):
 
 
 def test_late_events_land_in_their_own_date_partition(spark, landing):
-    silver = tables.read(spark, landing["lake"].table(*ingest.SILVER))
+    silver = tables.read(spark, landing["lake"].silver)
     assert silver.where(F.col(C.EVENT_DATE) != F.to_date(C.EVENT_TS)).count() == 0
     day2 = silver.where(F.col(C.INGEST_RUN_ID) == landing["run3"]["run_id"])
     late_dates = {r[0] for r in day2.where(F.col(C.EVENT_DATE) < "2024-03-03").select(C.EVENT_DATE).distinct().collect()}
@@ -156,7 +158,7 @@ def test_late_events_land_in_their_own_date_partition(spark, landing):
 
 
 def test_bronze_keeps_each_row_with_its_file_and_line(spark, landing):
-    bronze = tables.read(spark, landing["lake"].table(*ingest.BRONZE))
+    bronze = tables.read(spark, landing["lake"].bronze)
     run1 = bronze.where(F.col(C.INGEST_RUN_ID) == landing["run1"]["run_id"])
     assert run1.count() == landing["run1"]["read"]
     one_file = run1.where(~F.col(C.SOURCE_FILE).contains(generate_logs.INVALID_UTF8_FILE)).select(C.SOURCE_FILE).first()[0]
@@ -170,8 +172,8 @@ def test_bronze_keeps_each_row_with_its_file_and_line(spark, landing):
 
 def test_bronze_rows_carry_the_parse_and_link_to_silver_and_quarantine(spark, landing):
     run_id = landing["run1"]["run_id"]
-    bronze = tables.read(spark, landing["lake"].table(*ingest.BRONZE)).where(F.col(C.INGEST_RUN_ID) == run_id)
-    silver_ids = {r[0] for r in tables.read(spark, landing["lake"].table(*ingest.SILVER))
+    bronze = tables.read(spark, landing["lake"].bronze).where(F.col(C.INGEST_RUN_ID) == run_id)
+    silver_ids = {r[0] for r in tables.read(spark, landing["lake"].silver)
                   .where(F.col(C.INGEST_RUN_ID) == run_id).select(C.EVENT_ID).collect()}
     good = bronze.where(F.col(C.PARSE_REASON).isNull()).select(C.EVENT_ID, C.USER_ID).collect()
     assert good and all(r[C.EVENT_ID] and r[C.USER_ID] for r in good)
@@ -181,14 +183,14 @@ def test_bronze_rows_carry_the_parse_and_link_to_silver_and_quarantine(spark, la
     rejected = {tuple(r[c] for c in where): r[C.PARSE_REASON] for r in
                 bronze.where(F.col(C.PARSE_REASON).isNotNull() & (F.col(C.PARSE_REASON) != parse.HEADER)).collect()}
     quarantined = {tuple(r[c] for c in where): r[C.REASON] for r in
-                   tables.read(spark, landing["lake"].table(*ingest.QUARANTINE))
+                   tables.read(spark, landing["lake"].quarantine)
                    .where((F.col(C.INGEST_RUN_ID) == run_id) & (F.col(C.REASON) != parse.BOT_SUSPECTED)).collect()}
     assert rejected and rejected == quarantined
     assert len(set(rejected.values())) >= 5  # several fault classes, each with the parser's reason
 
 
 def test_quarantine_rows_point_at_their_source_line(spark, landing):
-    quarantine = tables.read(spark, landing["lake"].table(*ingest.QUARANTINE))
+    quarantine = tables.read(spark, landing["lake"].quarantine)
     row = quarantine.where(F.col(C.REASON) == parse.MISSING_USER_ID).first()
     with open(row[C.SOURCE_FILE].removeprefix("file:"), encoding="utf-8") as f:
         assert f.read().splitlines()[row[C.SOURCE_LINE] - 1] == row[C.RAW]
@@ -198,7 +200,7 @@ def test_quarantine_rows_point_at_their_source_line(spark, landing):
 
 
 def test_ingested_files_are_tracked(spark, landing):
-    files = tables.read(spark, landing["lake"].table(*ingest.INGESTED_FILES)).collect()
+    files = tables.read(spark, landing["lake"].ingested_files).collect()
     assert len({r["path"] for r in files}) == 6
     per_run = {}
     for r in files:
@@ -216,15 +218,16 @@ def test_ids_are_stable_across_runs_and_new_ones_appended(landing):
 
 
 def test_partition_grain_must_match_the_existing_table(spark, landing):
-    with pytest.raises(ingest.PartitionGrainError, match="event_date"):
+    with pytest.raises(ingest_flow.PartitionGrainError, match="event_date"):
         ingest_run(spark, landing["lake"], str(landing["incoming"]), "--partition-grain", "month")
 
 
 def test_bronze_and_silver_are_created_with_statistics_only_on_their_filter_columns(spark, landing):
     from delta.tables import DeltaTable
 
-    for where, expected in ((ingest.BRONZE, ingest.BRONZE_PROPERTIES), (ingest.SILVER, ingest.SILVER_PROPERTIES)):
-        table = DeltaTable.forPath(spark, landing["lake"].table(*where))
+    for path, expected in ((landing["lake"].bronze, ingest_flow.BRONZE_PROPERTIES),
+                           (landing["lake"].silver, ingest_flow.SILVER_PROPERTIES)):
+        table = DeltaTable.forPath(spark, path)
         properties = table.detail().select("properties").first()[0]
         assert {k: properties.get(k) for k in expected} == expected
         # set by the first write itself, not by a later ALTER TABLE (ensure_properties) commit
@@ -232,6 +235,6 @@ def test_bronze_and_silver_are_created_with_statistics_only_on_their_filter_colu
 
 
 def test_new_table_properties_conf_names_delta_session_defaults():
-    assert ingest.new_table_properties_conf({"delta.dataSkippingStatsColumns": "a,b", "delta.appendOnly": "true"}) == {
+    assert tables.new_table_properties_conf({"delta.dataSkippingStatsColumns": "a,b", "delta.appendOnly": "true"}) == {
         "spark.databricks.delta.properties.defaults.dataSkippingStatsColumns": "a,b",
         "spark.databricks.delta.properties.defaults.appendOnly": "true"}

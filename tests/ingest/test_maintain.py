@@ -5,8 +5,9 @@ import datetime as dt
 
 import pytest
 
-from jobs import maintain, tables
-from jobs.cli import Lake
+from jobs import maintain
+from lake import tables
+from lake.registry import Lake
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,7 @@ def args(lake: Lake, *extra: str):
 @pytest.fixture()
 def small_files_lake(spark, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    path = lake.table("silver", "interactions")
+    path = lake.silver
     for i in range(4):  # four appends of two files each: eight small files
         rows = [(f"u{i}{j}", f"i{j}", dt.date(2024, 1, 1 + j % 2)) for j in range(6)]
         (spark.createDataFrame(rows, "user_id string, item_id string, event_date date").repartition(2)

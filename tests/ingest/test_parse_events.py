@@ -120,7 +120,8 @@ def test_json_numbers_and_strings_both_parse(spark):
 
 
 def test_parquet_rows_parse_through_their_json_text(spark, tmp_path):
-    from jobs.ingest import list_input_files, read_rows
+    from flow.ingest import read_rows
+    from lake.fs import list_input_files
 
     path = str(tmp_path / "events.parquet")
     spark.createDataFrame(
