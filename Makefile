@@ -44,7 +44,7 @@ test: setup
 
 ## Serve the latest published snapshot with the real seldon-core-microservice (Ctrl-C stops it).
 serve: $(SERVING_VENV)/.installed
-	$(SERVING_VENV)/bin/python -m deploy.serve --snapshot-root "$(SNAPSHOTS)"
+	$(SERVING_VENV)/bin/python -m serving.serve --snapshot-root "$(SNAPSHOTS)"
 
 ## Fallback when Spark's Ivy cannot reach Maven Central: fetch Delta's jars with Maven into .jars/
 ## and run jobs with --jars-dir .jars (or RECSYS_JARS_DIR=.jars).

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("jobs", "transforms", "models", "validation", "deploy")
+PACKAGES = ("jobs", "flow", "lake", "transforms", "models", "validation", "serving")
 
 
 def build_zip(out: Path) -> Path:

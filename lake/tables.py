@@ -98,6 +98,13 @@ def insert_new(spark: SparkSession, df: DataFrame, path: str, *, key: str, parti
     return last_metrics(spark, path).get("numTargetRowsInserted", 0)
 
 
+def delete(spark: SparkSession, path: str, predicate: str) -> None:
+    """Delete the rows of the Delta table at ``path`` that match the SQL ``predicate``, in one commit. A table that
+    does not exist has nothing to delete."""
+    if exists(spark, path):
+        DeltaTable.forPath(spark, path).delete(predicate)
+
+
 def partition_columns(spark: SparkSession, path: str) -> list[str]:
     """The partition columns of the Delta table at ``path``."""
     return list(DeltaTable.forPath(spark, path).detail().select("partitionColumns").first()[0])
@@ -190,3 +197,38 @@ def merge_insert_new(spark: SparkSession, source: DataFrame, path: str, conditio
     matches on ``condition``; new columns are added (schema evolution)."""
     (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
      .withSchemaEvolution().whenNotMatchedInsertAll().execute())
+
+
+def detail(spark: SparkSession, path: str) -> dict:
+    """The table's file count, size in bytes and partition columns (Delta's DESCRIBE DETAIL)."""
+    row = DeltaTable.forPath(spark, path).detail().select("numFiles", "sizeInBytes", "partitionColumns").first()
+    return {"files": int(row["numFiles"]), "bytes": int(row["sizeInBytes"]),
+            "partition_columns": list(row["partitionColumns"])}
+
+
+def optimize(spark: SparkSession, path: str, *, where: str | None = None, zorder_by: tuple[str, ...] = ()) -> dict:
+    """OPTIMIZE the table (Z-ORDER BY ``zorder_by`` when given, else bin-packing), limited to the partitions
+    matching ``where``; returns files added and removed."""
+    builder = DeltaTable.forPath(spark, path).optimize()
+    if where:
+        builder = builder.where(where)
+    result = builder.executeZOrderBy(*zorder_by) if zorder_by else builder.executeCompaction()
+    metrics = result.select("metrics.numFilesAdded", "metrics.numFilesRemoved").first()
+    return {"files_added": int(metrics["numFilesAdded"]), "files_removed": int(metrics["numFilesRemoved"])}
+
+
+def vacuum(spark: SparkSession, path: str, hours: float, *, allow_short_retention: bool = False) -> None:
+    """VACUUM files no version of the last ``hours`` needs (Delta refuses under 168 h unless allowed)."""
+    settings = {"spark.databricks.delta.retentionDurationCheck.enabled": "false"} if allow_short_retention else {}
+    with session_conf(spark, settings):
+        DeltaTable.forPath(spark, path).vacuum(hours)
+
+
+def oldest_version(spark: SparkSession, path: str) -> int:
+    """The oldest version of the table still in its history (older ones cannot be read back)."""
+    return int(DeltaTable.forPath(spark, path).history().agg(F.min("version")).first()[0])
+
+
+def restore(spark: SparkSession, path: str, version: int) -> None:
+    """RESTORE the table to ``version`` (a new commit whose contents are that version's)."""
+    DeltaTable.forPath(spark, path).restoreToVersion(version)

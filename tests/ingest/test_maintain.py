@@ -5,6 +5,7 @@ import datetime as dt
 
 import pytest
 
+from flow.maintain import UnsafeRetentionError
 from jobs import maintain
 from lake import tables
 from lake.registry import Lake
@@ -37,12 +38,12 @@ def test_optimize_compacts_and_vacuum_keeps_the_safe_window(spark, small_files_l
     assert tables.read(spark, path, version=0).count() == 6  # time travel still works
     out = capsys.readouterr().out
     assert "OPTIMIZE" in out and "silver/interactions" in out
-    assert tables.exists(spark, lake.table(*maintain.MAINTENANCE_RUNS))
+    assert tables.exists(spark, lake.maintenance_runs)
 
 
 def test_short_retention_is_refused_unless_asked_for(spark, small_files_lake):
     lake, path = small_files_lake
-    with pytest.raises(maintain.UnsafeRetentionError, match="168"):
+    with pytest.raises(UnsafeRetentionError, match="168"):
         maintain.run(spark, args(lake, "--vacuum-hours", "0"))
     report = maintain.run(spark, args(lake, "--vacuum-hours", "0", "--allow-short-retention",
                                       "--tables", "silver/interactions"))
