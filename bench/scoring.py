@@ -381,7 +381,7 @@ def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
     products are timed in turns, so that both backends see the same background load."""
     from threadpoolctl import threadpool_limits
 
-    from models.topn import MAX_BLOCK_USERS, gemm_function, resolve_gemm, select_top_n
+    from models.select import MAX_BLOCK_USERS, gemm_function, resolve_gemm, select_top_n
 
     rng = np.random.default_rng(seed)
     item_vecs_t = np.ascontiguousarray(rng.standard_normal((items, rank), dtype=np.float32).T)

@@ -2,9 +2,8 @@
 
 The scorer's set-up brings two inputs to the driver: the seen (user, item) pairs and the item factors. Through
 Spark each is a job: the JVM reads the Parquet files, turns the columns into rows and the rows into Arrow batches,
-and hands those to Python over a socket. On a fresh JVM (every nightly run) that took 1.5-1.9 s for 5M seen
-pairs and 0.8-1.3 s for 20k item factors, on 2 cores. When the DataFrame is nothing but a choice (and renaming)
-of columns of Parquet files on a local or mounted filesystem, pyarrow reads the same pairs in 0.1-0.35 s.
+and hands those to Python over a socket. When the DataFrame is nothing but a choice (and renaming) of columns of
+Parquet files on a local or mounted filesystem, pyarrow reads the same rows itself: no JVM job, no row conversion.
 
 ``parquet_source`` finds such a DataFrame from its physical plan, and refuses (returns None) unless every row of
 the files is a row of the DataFrame and every column is a file column:
@@ -23,8 +22,8 @@ the files is a row of the DataFrame and every column is a file column:
 
 The same test lets the scorer's tasks read the user factors themselves: ``split_rows`` cuts the files' rows into
 even runs of row-group slices (footers only, on the driver) and ``read_slices`` reads one run in Arrow batches, so
-the JVM does not decode the factors and convert them to Arrow (0.75-0.95 s of JVM CPU for 200k users in a warm JVM,
-1.8 s in a fresh one). The executors must see the same paths, as Spark's own reading of those ``file:`` URIs needs.
+the JVM does not decode the factors and convert them to Arrow. The executors must see the same paths, as Spark's
+own reading of those ``file:`` URIs needs.
 
 Anything else, or Spark Connect (no plan to ask), and the caller collects through Spark. The rows come in no
 particular order (as through Spark), cast to the Arrow types Spark's own collection gives for the DataFrame's
@@ -42,6 +41,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
+
+from lake import jvm
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,8 @@ def parquet_source(df: DataFrame) -> ParquetSource | None:
     """The Parquet files that hold exactly ``df``'s rows and columns, or None (see the module's docstring)."""
     if not all(_plain_type(field.dataType) for field in df.schema.fields):
         return None
-    try:
-        plan = df._jdf.queryExecution().executedPlan()
-    except Exception:  # noqa: BLE001 - Spark Connect or no JVM plan: the caller goes through Spark
+    plan = jvm.executed_plan(df)
+    if plan is None:  # Spark Connect or no JVM plan: the caller goes through Spark
         return None
     try:
         columns = _file_columns(plan)

@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lake import jvm
 from models import parquet_direct, topn
 from transforms import columns as C
 
@@ -20,7 +21,7 @@ def rows(table: pa.Table) -> list[tuple]:
 
 def assert_same_as_spark(df) -> parquet_direct.ParquetSource:
     source = parquet_direct.parquet_source(df)
-    assert source is not None, df._jdf.queryExecution().executedPlan().toString()
+    assert source is not None, jvm.executed_plan(df).toString()
     direct = source.read()
     through_spark = df.toArrow()
     assert direct.schema.equals(through_spark.schema), (direct.schema, through_spark.schema)
@@ -256,11 +257,11 @@ def test_the_scorer_reads_users_from_their_files_in_its_tasks_with_the_same_resu
     items, seen = (spark.read.parquet(str(tmp_path / name)) for name in ("items", "seen"))
 
     direct = topn.recommend_top_n(user_factors, items, seen, n=8, partitions=4, direct_read=True)
-    plan = direct._jdf.queryExecution().executedPlan().toString()
+    plan = jvm.executed_plan(direct).toString()
     assert "Range (0, 4" in plan and "FileScan" not in plan, plan  # four tasks, each reads its users itself
     assert direct.rdd.getNumPartitions() == 4
     through_spark = topn.recommend_top_n(user_factors, items, seen, n=8, direct_read=False)
-    assert "FileScan" in through_spark._jdf.queryExecution().executedPlan().toString()
+    assert "FileScan" in jvm.executed_plan(through_spark).toString()
     got = sorted(tuple(r) for r in direct.collect())
     assert got == sorted(tuple(r) for r in through_spark.collect())
     assert sorted({r[0] for r in got}) == sorted(users.tolist())

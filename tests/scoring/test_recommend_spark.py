@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from models import topn
+from lake import jvm
+from models import select, topn
 from transforms import columns as C
 
 RANK = 3
@@ -120,8 +121,8 @@ def test_no_items_gives_an_empty_result(spark, case):
 def test_planned_size_is_the_files_size_for_a_file_scan_and_unknown_for_an_rdd(spark, case, tmp_path):
     case["items"].write.parquet(str(tmp_path / "items"))
     files = sum(p.stat().st_size for p in (tmp_path / "items").glob("*.parquet"))
-    assert topn.planned_size_bytes(spark.read.parquet(str(tmp_path / "items"))) == files
-    assert topn.planned_size_bytes(case["items"]) is None  # built from Python rows: an RDD-based plan
+    assert jvm.planned_size_bytes(spark.read.parquet(str(tmp_path / "items"))) == files
+    assert jvm.planned_size_bytes(case["items"]) is None  # built from Python rows: an RDD-based plan
 
 
 def test_item_factors_within_the_planned_budget_are_collected_without_a_shape_job(spark, case, tmp_path, monkeypatch):
@@ -141,7 +142,7 @@ def test_item_factors_within_the_planned_budget_are_collected_without_a_shape_jo
 def test_an_estimate_below_the_real_size_still_scores_in_chunks(spark, case, monkeypatch):
     """When the planner's estimate says the items fit but they do not, they are scored in chunks: same rows."""
     whole = collected(topn.recommend_top_n(case["users"], case["items"], case["seen"], n=6))
-    monkeypatch.setattr(topn, "planned_size_bytes", lambda _df: 1)
+    monkeypatch.setattr(jvm, "planned_size_bytes", lambda _df: 1)
     chunked = topn.recommend_top_n(case["users"], case["items"], case["seen"], n=6,
                                    item_budget_bytes=5 * RANK * 4, block_bytes=64)
     assert collected(chunked) == whole
@@ -178,7 +179,7 @@ def test_the_scorer_writes_batches_in_slices_of_users_with_the_same_rows(monkeyp
     index = None
     if seen_from == "index":
         pairs = np.array(sorted(seen), dtype=np.int32).reshape(-1, 2)
-        index = _Shared(topn.SeenIndex.from_pairs(pairs[:, 0], pairs[:, 1]))
+        index = _Shared(select.SeenIndex.from_pairs(pairs[:, 0], pairs[:, 1]))
     else:
         columns[topn.SEEN] = pa.array(seen_lists, pa.list_(pa.int32()))
     batch = pa.RecordBatch.from_pydict(columns)

@@ -6,12 +6,13 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from deploy import snapshot
-from jobs import generate_logs, nightly, publish, score, tables
-from jobs.cli import Lake
+from flow.model_runs import model_run
+from jobs import generate_logs, nightly, publish, score
+from lake import tables
+from lake.registry import Lake
 from models import parquet_direct
 from models.als import load_model
-from jobs.train import model_run
+from serving import snapshot
 from transforms import columns as C
 
 pytestmark = pytest.mark.slow

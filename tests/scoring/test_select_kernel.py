@@ -1,10 +1,10 @@
-"""models.topn's compiled selection kernel: the fast selection equals a brute-force full sort, ties and exclusions included."""
+"""models.select's compiled selection kernel: the fast selection equals a brute-force full sort, ties and exclusions included."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models import topn
+from models import select
 
 
 def brute_force(scores: np.ndarray, n: int) -> list[list[int]]:
@@ -16,7 +16,7 @@ def brute_force(scores: np.ndarray, n: int) -> list[list[int]]:
     return out
 
 
-def as_lists(top: topn.TopN, rows: int) -> list[list[int]]:
+def as_lists(top: select.TopN, rows: int) -> list[list[int]]:
     return [top.cols[top.rows == r].tolist() for r in range(rows)]
 
 
@@ -31,7 +31,7 @@ def test_select_top_n_equals_brute_force(seed, cols, n):
         scores = rng.standard_normal((rows, cols)).astype(np.float32)
     scores[rng.random((rows, cols)) < (0.05, 0.5, 0.97)[seed % 3]] = -np.inf  # excluded (seen) entries
     scores[0] = -np.inf  # a user who has seen everything
-    top = topn.select_top_n(scores, n)
+    top = select.select_top_n(scores, n)
     assert as_lists(top, rows) == brute_force(scores, n)
     for r in range(rows):
         picked = top.rows == r
@@ -44,7 +44,7 @@ def test_nan_scores_are_never_selected():
     scores = rng.standard_normal((6, 4160)).astype(np.float32)  # 65 chunks of 64 columns
     scores[rng.random(scores.shape) < 0.3] = np.nan
     scores[1, 63:65] = 50.0  # the best two straddle a 64-column chunk boundary
-    top = topn.select_top_n(scores, 40)
+    top = select.select_top_n(scores, 40)
     assert as_lists(top, 6) == brute_force(np.where(np.isnan(scores), -np.inf, scores), 40)
     assert as_lists(top, 6)[1][:2] == [63, 64]
 
@@ -54,8 +54,8 @@ def order_best(values: np.ndarray, n: int) -> list[int]:
     count = len(values)
     cols = np.arange(count, dtype=np.uint64)
     ordered = np.empty(max(count, 1), np.uint64)
-    kept = topn._order_best(values.astype(np.float32), cols, count, n, np.empty(max(count, 1), np.int64),
-                            np.empty(topn.ORDER_BUCKETS, np.int64), ordered)
+    kept = select._order_best(values.astype(np.float32), cols, count, n, np.empty(max(count, 1), np.int64),
+                            np.empty(select.ORDER_BUCKETS, np.int64), ordered)
     assert kept >= min(n, count)
     return [int(k & 0xFFFFFFFF) for k in ordered[:kept]]
 
@@ -88,28 +88,28 @@ def test_a_misleading_sample_falls_back_to_the_exact_threshold():
     rng = np.random.default_rng(7)
     cols = 20_000
     scores = rng.standard_normal((8, cols)).astype(np.float32)
-    scores[:, :: cols // topn.SAMPLE_COLUMNS] += 100.0
-    assert as_lists(topn.select_top_n(scores, 100), 8) == brute_force(scores, 100)
+    scores[:, :: cols // select.SAMPLE_COLUMNS] += 100.0
+    assert as_lists(select.select_top_n(scores, 100), 8) == brute_force(scores, 100)
 
 
 def test_ties_in_score_are_broken_by_column_even_among_many_candidates():
     scores = np.zeros((3, 4000), dtype=np.float32)
     scores[1, 3000:] = 1.0
     scores[2, ::2] = -0.0  # -0.0 equals 0.0: still ordered by column
-    top = topn.select_top_n(scores, 5)
+    top = select.select_top_n(scores, 5)
     assert as_lists(top, 3) == [[0, 1, 2, 3, 4], [3000, 3001, 3002, 3003, 3004], [0, 1, 2, 3, 4]]
 
 
 def test_seen_columns_given_as_csr_are_excluded_in_place():
     scores = np.array([[5.0, 4.0, 3.0, 2.0], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
-    top = topn.select_top_n(scores.copy(), 2, seen_starts=np.array([0, 2, 3]), seen_cols=np.array([0, 2, 3]))
+    top = select.select_top_n(scores.copy(), 2, seen_starts=np.array([0, 2, 3]), seen_cols=np.array([0, 2, 3]))
     assert as_lists(top, 2) == [[1, 3], [2, 1]]
 
 
 def test_block_scorer_excludes_seen_items_and_ignores_unknown_ones():
     item_idx = np.array([2, 5, 9, 11])  # ids with gaps: columns are positions, not ids
     item_vecs = np.array([[1.0], [4.0], [3.0], [2.0]], dtype=np.float32)
-    scorer = topn.BlockScorer(item_idx, item_vecs, n=2, max_block_users=1)
+    scorer = select.BlockScorer(item_idx, item_vecs, n=2, max_block_users=1)
     user_vecs = np.array([[1.0], [1.0], [-1.0]], dtype=np.float32)
     seen_lengths = np.array([2, 0, 1])
     seen_items = np.array([5, 77, 2])  # user 0 saw item 5 and an item without factors; user 2 saw item 2
@@ -125,7 +125,7 @@ def test_both_matrix_product_backends_score_every_block_like_a_brute_force(gemm)
     rng = np.random.default_rng(11)
     item_vecs = rng.integers(-3, 4, size=(40, 5)).astype(np.float32)  # small integers: exact float32 products
     user_vecs = rng.integers(-3, 4, size=(10, 5)).astype(np.float32)
-    scorer = topn.BlockScorer(np.arange(40), item_vecs, n=7, max_block_users=3, gemm=gemm)
+    scorer = select.BlockScorer(np.arange(40), item_vecs, n=7, max_block_users=3, gemm=gemm)
     top = scorer.score(user_vecs, np.zeros(10, np.int64), np.empty(0, np.int64))
     scores = user_vecs @ item_vecs.T
     expected = [sorted(range(40), key=lambda c: (-scores[r, c], c))[:7] for r in range(10)]
@@ -134,11 +134,11 @@ def test_both_matrix_product_backends_score_every_block_like_a_brute_force(gemm)
 
 
 def test_gemm_backend_is_resolved_and_checked():
-    assert topn.resolve_gemm("numpy") == "numpy"
-    assert topn.resolve_gemm("blis") == "blis"
-    assert topn.resolve_gemm("auto", rows=8, items=300, rank=4) == "numpy"  # too small to be worth timing
+    assert select.resolve_gemm("numpy") == "numpy"
+    assert select.resolve_gemm("blis") == "blis"
+    assert select.resolve_gemm("auto", rows=8, items=300, rank=4) == "numpy"  # too small to be worth timing
     with pytest.raises(ValueError, match="gemm must be one of auto, blis, numpy; got 'mkl'"):
-        topn.resolve_gemm("mkl")
+        select.resolve_gemm("mkl")
 
 
 @pytest.mark.parametrize("blis_ms, numpy_ms, chosen", [(10.0, 20.0, "blis"), (10.0, 10.5, "numpy"),
@@ -151,20 +151,20 @@ def test_auto_gemm_takes_blis_only_when_clearly_faster_and_remembers_per_shape(m
         calls.append((rows, items, rank))
         return {"blis": blis_ms / 1e3, "numpy": numpy_ms / 1e3}
 
-    monkeypatch.setattr(topn, "time_gemm", timings)
-    monkeypatch.setattr(topn, "_AUTO_GEMM", {})
-    assert topn.resolve_gemm("auto", rows=256, items=100_000, rank=64) == chosen
-    assert topn.resolve_gemm("auto", rows=256, items=50_000, rank=64) == chosen  # same capped shape: no new timing
-    assert calls == [(256, topn.AUTO_GEMM_MAX_ITEMS, 64)]
+    monkeypatch.setattr(select, "time_gemm", timings)
+    monkeypatch.setattr(select, "_AUTO_GEMM", {})
+    assert select.resolve_gemm("auto", rows=256, items=100_000, rank=64) == chosen
+    assert select.resolve_gemm("auto", rows=256, items=50_000, rank=64) == chosen  # same capped shape: no new timing
+    assert calls == [(256, select.AUTO_GEMM_MAX_ITEMS, 64)]
 
 
 def test_gemm_timing_measures_both_installed_backends():
-    seconds = topn.time_gemm(64, 2048, 32, rounds=2)
+    seconds = select.time_gemm(64, 2048, 32, rounds=2)
     assert set(seconds) == {"numpy", "blis"} and all(0 < s < 1 for s in seconds.values())
 
 
 def test_invalid_arguments_are_named():
     with pytest.raises(ValueError, match="n must be >= 1"):
-        topn.select_top_n(np.zeros((1, 3), np.float32), 0)
+        select.select_top_n(np.zeros((1, 3), np.float32), 0)
     with pytest.raises(ValueError, match="ascending"):
-        topn.BlockScorer(np.array([3, 1]), np.zeros((2, 1), np.float32), n=1, max_block_users=1)
+        select.BlockScorer(np.array([3, 1]), np.zeros((2, 1), np.float32), n=1, max_block_users=1)

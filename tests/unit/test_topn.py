@@ -1,11 +1,15 @@
-"""models.topn: exact top-N with seen items excluded equals a brute-force full sort."""
+"""models.select and models.topn: exact top-N with seen items excluded equals a brute-force full sort."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models import topn
+from models import select, topn
 from transforms import columns as C
+
+
+def columns_per_row(top: select.TopN, rows: int) -> list[list[int]]:
+    return [top.cols[top.rows == r].tolist() for r in range(rows)]
 
 
 def brute_force(scores: np.ndarray, seen: set[tuple[int, int]], n: int) -> list[list[int]]:
@@ -16,24 +20,25 @@ def brute_force(scores: np.ndarray, seen: set[tuple[int, int]], n: int) -> list[
     return out
 
 
-def test_top_n_indices_breaks_ties_by_column():
+def test_select_top_n_breaks_ties_by_column():
     scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
-    assert topn.top_n_indices(scores, 2).tolist() == [[1, 2], [0, 1]]
-    assert topn.top_n_indices(scores, 5).tolist() == [[1, 2, 4, 3, 0], [0, 1, 2, 3, 4]]
+    assert columns_per_row(select.select_top_n(scores, 2), 2) == [[1, 2], [0, 1]]
+    top = select.select_top_n(scores, 5)
+    assert columns_per_row(top, 2) == [[1, 2, 4, 3, 0], [0, 1, 2, 3, 4]]
+    assert top.ranks.tolist() == [1, 2, 3, 4, 5] * 2
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_score_block_equals_brute_force_with_ties_and_exclusions(seed):
+def test_block_scorer_equals_brute_force_with_ties_and_exclusions(seed):
     rng = np.random.default_rng(seed)
     users = rng.integers(-2, 3, size=(30, 3)).astype(np.float32)  # small integers: many exact ties
     items = rng.integers(-2, 3, size=(25, 3)).astype(np.float32)
     seen = {(int(r), int(c)) for r, c in zip(rng.integers(0, 30, 120), rng.integers(0, 25, 120))}
-    rows = np.array([r for r, _ in seen])
-    cols = np.array([c for _, c in seen])
-    top, vals = topn.score_block(users, items, rows, cols, 7)
-    expected = brute_force(users @ items.T, seen, 7)
-    got = [[int(c) for c, v in zip(t, s) if np.isfinite(v)] for t, s in zip(top, vals)]
-    assert got == expected
+    seen_lists = [sorted(c for r, c in seen if r == u) for u in range(30)]
+    scorer = select.BlockScorer(np.arange(25), items, n=7, max_block_users=8)
+    top = scorer.score(users, np.array([len(s) for s in seen_lists]), np.array([c for s in seen_lists for c in s]))
+    assert columns_per_row(top, 30) == brute_force(users @ items.T, seen, 7)
+    assert np.array_equal(top.scores, (users @ items.T)[top.rows, top.cols])
 
 
 def test_recommend_top_n_on_spark_excludes_seen_and_keeps_every_user(spark):
@@ -61,23 +66,23 @@ def test_recommend_top_n_on_spark_excludes_seen_and_keeps_every_user(spark):
 def test_seen_index_stores_items_in_16_bits_only_when_every_id_fits(item_ids, dtype):
     """Half the bytes to broadcast for catalogues under 65,536 items; an id outside 0..65535 keeps 32 bits, so no id
     wraps round to another item's (a -1 would become 65535)."""
-    index = topn.SeenIndex.from_chunks([np.array([1, 0], np.int32), np.array([1], np.int32)],
-                                       [np.array(item_ids[:2], np.int64), np.array(item_ids[2:], np.int32)])
+    index = select.SeenIndex.from_chunks([np.array([1, 0], np.int32), np.array([1], np.int32)],
+                                         [np.array(item_ids[:2], np.int64), np.array(item_ids[2:], np.int32)])
     assert index.items.dtype == dtype
     lengths, items = index.lookup(np.array([1, 0]))
     assert lengths.tolist() == [2, 1] and items.tolist() == [item_ids[0], item_ids[2], item_ids[1]]
 
 
 def test_seen_index_returns_each_users_items_in_the_users_order():
-    index = topn.SeenIndex.from_pairs(np.array([5, 2, 5, 0, 2, 5]), np.array([50, 20, 51, 1, 21, 52]))
+    index = select.SeenIndex.from_pairs(np.array([5, 2, 5, 0, 2, 5]), np.array([50, 20, 51, 1, 21, 52]))
     lengths, items = index.lookup(np.array([5, 3, 2, 99, -1, 0], dtype=np.int32))
     assert lengths.tolist() == [3, 0, 2, 0, 0, 1]  # 3 has no pair, 99 and -1 are outside the index
     assert items.tolist() == [50, 51, 52, 20, 21, 1]  # stable: each user's items keep their input order
-    empty_lengths, empty_items = topn.SeenIndex.from_pairs(np.array([], np.int64), np.array([], np.int32)).lookup(
+    empty_lengths, empty_items = select.SeenIndex.from_pairs(np.array([], np.int64), np.array([], np.int32)).lookup(
         np.array([0, 4], dtype=np.int32))
     assert empty_lengths.tolist() == [0, 0] and empty_items.tolist() == []
     with pytest.raises(ValueError, match="user_idx"):
-        topn.SeenIndex.from_pairs(np.array([-2]), np.array([1]))
+        select.SeenIndex.from_pairs(np.array([-2]), np.array([1]))
 
 
 def test_keep_freed_memory_gives_pyarrow_the_c_allocator():
