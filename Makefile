@@ -101,7 +101,7 @@ bench-als-blas: $(VENV)/.installed als-blas
 	$(PY) bench/als_blas.py
 
 ## Benchmark ALS training per iteration against the implicit library (requirements/dev.lock) at 1M and 10M
-## pairs; writes bench/results/training.json (earlier full run: bench/results/training-all-variants-avx512.json). Takes many minutes.
+## pairs; writes bench/results/training.json. Takes many minutes.
 .PHONY: bench-training
 bench-training: $(VENV)/.installed als-blas
 	$(PY) bench/training.py
