@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
+from flow.ingest import DEFAULT_BOT_MAX_EVENTS_PER_DAY, FUTURE_TOLERANCE_S, PARTITION_GRAINS, IngestOptions
+from flow.tune import SEARCHES, TuneOptions
 from jobs.spark_session import build_spark
+from models.als import AlsParams
+from models.tuning import DEFAULT_TUNE_TEST_FOLDS
+from transforms import parse
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -43,6 +49,12 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
     return conf
 
 
+def comma_list(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; None or an empty list -> None (the default applies)."""
+    items = tuple(t.strip() for t in (text or "").split(",") if t.strip())
+    return items or None
+
+
 def spark_from_args(app_name: str, args: argparse.Namespace):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -76,6 +88,131 @@ def add_lake_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", required=True, help="root folder (or URI) of the Delta lake")
 
 
+def add_ingest_options_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of flow.ingest.IngestOptions (jobs.ingest; jobs.validate --ingest-flags); ``ingest_options_from_args``
+    turns them into IngestOptions."""
+    parser.add_argument("--run-id", default=None, help="ingest run id (default: a new UUID)")
+    parser.add_argument("--incremental", action="store_true",
+                        help="read only files not yet in meta/ingested_files (same path, size and modification time)")
+    parser.add_argument("--partition-grain", choices=sorted(PARTITION_GRAINS), default=None,
+                        help="silver partitions: date (event_date) or month (event_month); default: the existing "
+                             "table's, else date for event logs and month for rating files")
+    parser.add_argument("--rating-min", type=float, default=None, help="lowest valid rating (default: the format's)")
+    parser.add_argument("--rating-max", type=float, default=None, help="highest valid rating (default: the format's)")
+    events = parser.add_argument_group("event logs")
+    events.add_argument("--event-types", default=None,
+                        help=f"comma-separated known event types (default: {','.join(parse.DEFAULT_EVENT_TYPES)}); "
+                             "others are quarantined as unknown_event_type")
+    events.add_argument("--columns", default=None,
+                        help=f"CSV field order (default: {','.join(parse.EVENT_FIELDS)}); other names are ignored")
+    events.add_argument("--max-value", type=float, default=None,
+                        help="largest value of a non-rating event (quantity, dwell s); default 1e6")
+    parser.add_argument("--bot-max-events-per-day", type=int, default=None,
+                        help="quarantine (bot_suspected) all events of a user-day with more good events than this "
+                             f"in one run; 0 = off (default: {DEFAULT_BOT_MAX_EVENTS_PER_DAY:,} for event logs, off "
+                             "for rating files)")
+    parser.add_argument("--future-tolerance-hours", type=float, default=FUTURE_TOLERANCE_S / 3600,
+                        help="events later than now plus this are quarantined as future_timestamp")
+    parser.add_argument("--progress-every", type=float, default=30.0,
+                        help="seconds between progress lines on long runs (0: off)")
+
+
+def ingest_options_from_args(args: argparse.Namespace) -> IngestOptions:
+    """flow.ingest.IngestOptions from the flags of add_ingest_options_args."""
+    return IngestOptions(
+        run_id=args.run_id, incremental=args.incremental, partition_grain=args.partition_grain,
+        rating_min=args.rating_min, rating_max=args.rating_max, event_types=comma_list(args.event_types),
+        columns=tuple(args.columns.split(",")) if args.columns else None, max_value=args.max_value,
+        bot_max_events_per_day=args.bot_max_events_per_day, future_tolerance_hours=args.future_tolerance_hours,
+        progress_every=args.progress_every)
+
+
 def local_path(uri: str) -> Path:
     """A filesystem path for a local lake URI (file:/... or plain path)."""
     return Path(uri[len("file:"):] if uri.startswith("file:") else uri)
+
+
+def lake_parser(doc: str) -> argparse.ArgumentParser:
+    """base_parser with --lake, described by the first paragraph of the job's docstring ``doc``."""
+    parser = base_parser(doc.split("\n\n")[0])
+    add_lake_arg(parser)
+    return parser
+
+
+def print_json(summary: dict) -> dict:
+    """``summary`` as one JSON line on stderr (for the logs); returns it."""
+    print(json.dumps(summary, default=str), file=sys.stderr)
+    return summary
+
+
+def run_job(app_name: str, build_parser, run, argv: list[str] | None = None) -> int:
+    """A job's main: parse ``argv``, start the session, ``run(spark, args)``, stop the session; exit code 0."""
+    args = build_parser().parse_args(argv)
+    spark = spark_from_args(app_name, args)
+    try:
+        run(spark, args)
+    finally:
+        spark.stop()
+    return 0
+
+
+def add_als_args(parser: argparse.ArgumentParser, *, title: str = "ALS", with_seed: bool = True) -> None:
+    """The ALS flags (defaults: models.als.AlsParams); ``als_params`` turns them into AlsParams."""
+    defaults = AlsParams()
+    als = parser.add_argument_group(title)
+    als.add_argument("--rank", type=int, default=defaults.rank, help="number of latent factors")
+    als.add_argument("--reg-param", type=float, default=defaults.reg_param,
+                     help="L2 regularisation (Spark scales it by each user's and item's count: ALS-WR)")
+    als.add_argument("--alpha", type=float, default=defaults.alpha, help="implicit: confidence = 1 + alpha * weight")
+    als.add_argument("--max-iter", type=int, default=defaults.max_iter, help="ALS iterations")
+    if with_seed:
+        als.add_argument("--seed", type=int, default=defaults.seed, help="random seed (same seed, same factors)")
+    als.add_argument("--num-blocks", type=int, default=None, help="user/item blocks (default: Spark's parallelism)")
+
+
+def als_params(args: argparse.Namespace) -> AlsParams:
+    """models.als.AlsParams from the flags of add_als_args (and --seed)."""
+    return AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha, max_iter=args.max_iter,
+                     seed=args.seed, num_blocks=args.num_blocks)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in comma_list(text) or ())
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in comma_list(text) or ())
+
+
+def add_tuning_args(parser: argparse.ArgumentParser, *, with_flag: bool = True) -> None:
+    """The search flags shared by jobs.tune, jobs.train --tune and jobs.evaluate --tune (defaults:
+    flow.tune.TuneOptions); ``tune_options`` turns them into TuneOptions."""
+    tune = parser.add_argument_group("tuning")
+    if with_flag:
+        tune.add_argument("--tune", action="store_true", help="choose ALS params by K-fold CV first")
+    tune.add_argument("--tune-folds", type=int, default=TuneOptions.folds,
+                      help="folds of the tuning CV, dealt per user (default %(default)s)")
+    tune.add_argument("--tune-test-folds", type=int, default=TuneOptions.test_folds,
+                      help=f"how many of those folds are held out and scored in turn (default: at most "
+                           f"{DEFAULT_TUNE_TEST_FOLDS}); with 10 folds every fit trains on 90%% of the data, which "
+                           f"matters as the best rank grows with the data")
+    tune.add_argument("--search", choices=SEARCHES, default=TuneOptions.search, help="grid or random search")
+    tune.add_argument("--n-configs", type=int, default=TuneOptions.n_configs,
+                      help="random search: configurations to draw")
+    tune.add_argument("--ranks", type=_ints, default=None, help="comma list (default: a small built-in grid)")
+    tune.add_argument("--reg-params", type=_floats, default=None,
+                      help="comma list; random search draws log-uniform between min and max. Spark scales "
+                           "regParam per user/item count (ALS-WR): search a wide log range")
+    tune.add_argument("--alphas", type=_floats, default=None, help="implicit only; comma list or random range")
+    tune.add_argument("--max-iters", type=_ints, default=None, help="comma list")
+    tune.add_argument("--parallelism", type=int, default=TuneOptions.parallelism,
+                      help="fits run at once (raise on a cluster with idle executors; 1 is best on 2 cores)")
+    tune.add_argument("--metric", default=TuneOptions.metric,
+                      help="selection metric (default: ndcg@k implicit, rmse explicit)")
+
+
+def tune_options(args: argparse.Namespace) -> TuneOptions:
+    """flow.tune.TuneOptions from the flags of add_tuning_args."""
+    return TuneOptions(folds=args.tune_folds, test_folds=args.tune_test_folds, search=args.search,
+                       n_configs=args.n_configs, ranks=args.ranks, reg_params=args.reg_params, alphas=args.alphas,
+                       max_iters=args.max_iters, parallelism=args.parallelism, metric=args.metric)

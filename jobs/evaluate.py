@@ -20,90 +20,59 @@ as jobs.ingest; rows that cannot be used are counted by reason in the JSON, neve
 """
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
 if __package__ in (None, ""):  # spark-submit jobs/evaluate.py: import the project from its root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
-
-from jobs.cli import base_parser, spark_from_args
-from jobs.tune import add_tuning_args, store_fold_scores, tune_test_folds, tuning_configs
-from models.als import AlsParams
-from models.evaluation import evaluate_explicit, evaluate_implicit
-from transforms import columns as C
-from transforms import ids, parse, training
+from flow.evaluate import EXPLICIT_MODELS, EvaluateOptions, evaluate
+from jobs.cli import add_als_args, add_tuning_args, als_params, base_parser, run_job, tune_options
+from transforms import parse
 from transforms.splits import SPLIT_KINDS
-
-FORMATS = sorted(parse.FORMATS)
-FUTURE_TOLERANCE_S = 24 * 3600
 
 
 def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="a file, a folder or a glob")
-    parser.add_argument("--format", required=True, choices=FORMATS,
+    parser.add_argument("--format", required=True, choices=sorted(parse.FORMATS),
                         help="; ".join(f"{f.name}: {f.description}" for f in parse.FORMATS.values()))
-    parser.add_argument("--split", choices=SPLIT_KINDS, default="user-random",
+    parser.add_argument("--split", choices=SPLIT_KINDS, default=EvaluateOptions.split,
                         help="user-random: a random fraction of each user's pairs; user-chrono: each user's "
                              "latest; time-cut: everything after a global time cut")
-    parser.add_argument("--test-fraction", type=float, default=0.25, help="share of pairs held out for test")
-    parser.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the split, the folds and ALS")
+    parser.add_argument("--test-fraction", type=float, default=EvaluateOptions.test_fraction,
+                        help="share of pairs held out for test")
+    parser.add_argument("--k", type=int, default=EvaluateOptions.k, help="cut-off of the ranking metrics")
+    parser.add_argument("--seed", type=int, default=EvaluateOptions.seed, help="seed of the split, the folds and ALS")
     parser.add_argument("--explicit", action="store_true", help="rating prediction (RMSE/MAE) instead of ranking")
-    parser.add_argument("--folds", type=int, default=5, help="explicit: folds of the reported CV")
-    parser.add_argument("--explicit-model", choices=("als", "als_bias"), default="als_bias",
+    parser.add_argument("--folds", type=int, default=EvaluateOptions.folds, help="explicit: folds of the reported CV")
+    parser.add_argument("--explicit-model", choices=EXPLICIT_MODELS, default=EvaluateOptions.explicit_model,
                         help="explicit: plain ALS, or ALS fitted on the residuals of the bias baseline "
                              "(mean + user + item biases + factors)")
-    parser.add_argument("--min-rating", type=float, default=None,
+    parser.add_argument("--min-rating", type=float, default=EvaluateOptions.min_rating,
                         help="implicit: ignore ratings below this value (default: every rating counts)")
-    parser.add_argument("--min-interactions", type=int, default=2,
+    parser.add_argument("--min-interactions", type=int, default=EvaluateOptions.min_interactions,
                         help="users with fewer pairs stay in train only (counted in the report)")
     parser.add_argument("--output", required=True, help="where to write the metrics JSON")
     parser.add_argument("--report", default=None, help="also write an HTML report here")
     parser.add_argument("--tuning-table", default=None,
                         help="with --tune: append every configuration's fold scores to this Delta table")
     parser.add_argument("--checkpoint-dir", default=None, help="ALS checkpoints (default: a temporary folder)")
-    als = parser.add_argument_group("ALS (without --tune)")
-    defaults = AlsParams()
-    als.add_argument("--rank", type=int, default=defaults.rank)
-    als.add_argument("--reg-param", type=float, default=defaults.reg_param)
-    als.add_argument("--alpha", type=float, default=defaults.alpha)
-    als.add_argument("--max-iter", type=int, default=defaults.max_iter)
-    als.add_argument("--num-blocks", type=int, default=None, help="user/item blocks (default: Spark's parallelism)")
+    add_als_args(parser, title="ALS (without --tune)", with_seed=False)
     add_tuning_args(parser)
     return parser
 
 
-def read_input(spark, path: str, fmt_name: str) -> tuple[DataFrame, dict]:
-    """(valid events, row counts by reason): the same file listing, reader and parser as jobs.ingest."""
-    from jobs.ingest import list_input_files, read_rows
-
-    fmt = parse.get_format(fmt_name)
-    lines = read_rows(spark, list_input_files(spark, path), fmt)
-    parsed = parse.parse_lines(lines, fmt, max_event_ts_seconds=int(time.time()) + FUTURE_TOLERANCE_S)
-    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-    reasons = {str(r[C.REASON]): r["count"] for r in parsed.groupBy(C.REASON).count().collect()}
-    return parse.valid_events(parsed), reasons
+def main(argv=None) -> int:
+    return run_job("recsys-evaluate", build_parser, run, argv)
 
 
-def build_pairs(events: DataFrame, *, explicit: bool, min_rating: float | None) -> DataFrame:
-    """One row per (user, item) with dense ids: (user_id, item_id, user_idx, item_idx, weight|rating, ...)."""
-    pairs = training.explicit_training(events) if explicit else training.implicit_training(events, min_rating=min_rating)
-    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-    user_map = ids.new_id_rows(None, pairs, id_col=C.USER_ID, idx_col=C.USER_IDX).cache()
-    item_map = ids.new_id_rows(None, pairs, id_col=C.ITEM_ID, idx_col=C.ITEM_IDX).cache()
-    with_ids = (pairs.join(F.broadcast(user_map) if user_map.count() < 1_000_000 else user_map, on=C.USER_ID)
-                .join(item_map, on=C.ITEM_ID))
-    return with_ids.persist(StorageLevel.MEMORY_AND_DISK)
+def options(args) -> EvaluateOptions:
+    return EvaluateOptions(
+        split=args.split, test_fraction=args.test_fraction, k=args.k, seed=args.seed, explicit=args.explicit,
+        folds=args.folds, explicit_model=args.explicit_model, min_rating=args.min_rating,
+        min_interactions=args.min_interactions, als=als_params(args), tune=tune_options(args) if args.tune else None,
+        output=args.output, report=args.report, tuning_table=args.tuning_table, checkpoint_dir=args.checkpoint_dir)
 
 
 def print_table(report: dict) -> None:
@@ -119,7 +88,6 @@ def print_table(report: dict) -> None:
               f"with too few pairs kept in train only, {s.get('cold_users') or 0:,} cold); ALS gave no list to "
               f"{a['users_without_recs']:,}; relevant pairs {a['relevant_pairs']:,}; catalogue "
               f"{a['catalogue_size']:,} items")
-        print(f"ALS params: {report['als_params']}")
     else:
         print(f"\n{'model':<12}{'rmse':>10}{'± std':>10}{'mae':>10}   ({report['cv']['folds']}-fold CV)")
         for name in ("als", "bias"):
@@ -129,64 +97,15 @@ def print_table(report: dict) -> None:
         if "holdout" in report:
             h = report["holdout"]
             print(f"hold-out (never seen by tuning): ALS rmse {h['als']['rmse']:.4f}, bias rmse {h['bias']['rmse']:.4f}")
-        print(f"ALS params: {report['als_params']}")
+    print(f"ALS params: {report['als_params']}")
 
 
 def run(spark, args) -> dict:
-    started = time.time()
-    checkpoint_dir = args.checkpoint_dir or tempfile.mkdtemp(prefix="recsys-evaluate-ckpt-")
-    try:
-        events, reasons = read_input(spark, args.input, args.format)
-        pairs = build_pairs(events, explicit=args.explicit, min_rating=args.min_rating)
-        counts = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.countDistinct(C.USER_IDX).alias("users"),
-                           F.countDistinct(C.ITEM_IDX).alias("items")).first()
-        if not counts["pairs"]:
-            raise ValueError(f"{args.input} ({args.format}) holds no usable pair; rows by reason: {reasons}")
-        print(f"evaluate {args.input} ({args.format}): {counts['pairs']:,} pairs, {counts['users']:,} users, "
-              f"{counts['items']:,} items; rows by reason {reasons}", flush=True)
-        params = AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha, max_iter=args.max_iter,
-                           seed=args.seed, num_blocks=args.num_blocks, implicit=not args.explicit)
-        configs = tuning_configs(args, implicit=not args.explicit) if args.tune else None
-        common = dict(split=args.split, test_fraction=args.test_fraction, seed=args.seed, params=params,
-                      tune_configs=configs, tune_folds=args.tune_folds, tune_test_folds=tune_test_folds(args),
-                      parallelism=args.parallelism,
-                      checkpoint_dir=checkpoint_dir, min_interactions=args.min_interactions, metric=args.metric)
-        if args.explicit:
-            report = evaluate_explicit(pairs, folds=args.folds, explicit_model=args.explicit_model, **common)
-        else:
-            report = evaluate_implicit(pairs, k=args.k, **common)
-        report["input"] = {"path": args.input, "format": args.format, "rows_by_reason": reasons,
-                           "pairs": counts["pairs"], "users": counts["users"], "items": counts["items"]}
-        report["seconds"] = round(time.time() - started, 1)
-        if args.tune and args.tuning_table:
-            run_id = uuid.uuid4().hex
-            store_fold_scores(spark, args.tuning_table, report["tuning"], run_id=run_id, mode=report["protocol"],
-                              source=args.input, source_version=None)
-            report["tuning_run_id"] = run_id
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2, default=str))
-        if args.report:
-            from models.report import write_evaluation_report
-
-            write_evaluation_report(report, args.report)
-        print_table(report)
-        print(f"\nmetrics -> {args.output}" + (f", report -> {args.report}" if args.report else "")
-              + f"  ({report['seconds']} s)")
-        pairs.unpersist()
-        return report
-    finally:
-        if not args.checkpoint_dir:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    spark = spark_from_args("recsys-evaluate", args)
-    try:
-        run(spark, args)
-    finally:
-        spark.stop()
-    return 0
+    report = evaluate(spark, args.input, args.format, options(args))
+    print_table(report)
+    print(f"\nmetrics -> {args.output}" + (f", report -> {args.report}" if args.report else "")
+          + f"  ({report['seconds']} s)")
+    return report
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The gate runner: every target of a stage through its suite, its profile and its drift checks, one GateResult.
 
 A *target* is one DataFrame to check (a table version, a parsed input, a snapshot table) with its suite and
-what to profile. ``evaluate`` knows nothing about the lake: jobs/validate.py builds the targets of a stage,
+what to profile. ``evaluate`` knows nothing about the lake: validation/stages.py builds the targets of a stage,
 passes the previous successful run's profiles, and records the result.
 """
 from __future__ import annotations

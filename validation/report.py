@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 EXPECTATION = "expectation"
@@ -125,6 +126,16 @@ class GateFailed(RuntimeError):
     def __init__(self, result: GateResult):
         self.result = result
         super().__init__(result.describe())
+
+
+def write_report(reports: Path, result: GateResult) -> Path:
+    """Write ``result`` as JSON to <reports>/results/<stage>/<started>-<run>.json; sets its report_path."""
+    folder = reports / "results" / result.stage
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result.started_at:%Y%m%dT%H%M%SZ}-{result.run_id[:8]}.json"
+    result.report_path = str(path)
+    path.write_text(json.dumps(result.to_json(), indent=2))
+    return path
 
 
 def json_safe(value: Any) -> Any:

@@ -6,7 +6,7 @@ scale, the list length N, a cut-off for "the future"). Some checks need a column
 expressions, and the suite checks them. Checks over groups of rows or over two tables (exactly N rows per user,
 scores descending by rank, no seen item, ids agree with the id map) are Spark SQL queries that must return no
 row (great-expectations' UnexpectedRowsExpectation, ``{batch}`` is the table being checked). The views they
-join (``seen_view`` ...) are registered by the caller (jobs/validate.py).
+join (``seen_view`` ...) are registered by the caller (validation/stages.py).
 
 Every expectation carries a ``description``: it is what the gate prints when the check fails, and what Data
 Docs shows.
@@ -190,7 +190,7 @@ def silver_suite(*, rating_min: float, rating_max: float, latest_ts: dt.datetime
                  max_value: float = 1e6, columns: list[str] | None = None) -> list[gxe.Expectation]:
     """Silver events: schema, non-null keys, unique event key, known event types, values in range, sane times.
 
-    ``columns``: the columns the table must have (default SILVER_COLUMNS; jobs/validate.py passes ingest's list).
+    ``columns``: the columns the table must have (default SILVER_COLUMNS; validation/stages.py passes ingest's list).
     """
     return [
         _not_empty("silver.interactions"),

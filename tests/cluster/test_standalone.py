@@ -15,7 +15,8 @@ import pytest
 from pyspark.find_spark_home import _find_spark_home
 from pyspark.sql import functions as F
 
-from jobs import build_training, ingest, package_code, score, tables, train
+from jobs import build_training, ingest, package_code, score, train
+from lake import tables
 from jobs.spark_session import delta_maven_coordinate
 from transforms import columns as C
 

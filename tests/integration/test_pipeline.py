@@ -12,8 +12,9 @@ import subprocess
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import generate_logs, ingest, nightly, publish, tables
-from jobs.cli import Lake
+from jobs import generate_logs, ingest, nightly, publish
+from lake import tables
+from lake.registry import Lake
 from serving import snapshot
 from serving.serve import running_service, serving_python
 from transforms import columns as C
@@ -40,7 +41,7 @@ def pipeline(spark, tmp_path_factory):
 
 
 def recs_of(spark, lake):
-    return tables.read(spark, lake.table("gold", "user_recommendations")).where(F.col(C.MODEL_VERSION) == "itest-v1")
+    return tables.read(spark, lake.user_recommendations).where(F.col(C.MODEL_VERSION) == "itest-v1")
 
 
 def test_ingest_accounts_for_every_line(pipeline):
@@ -53,7 +54,7 @@ def test_ingest_accounts_for_every_line(pipeline):
 
 def test_reingesting_the_same_files_adds_nothing(spark, pipeline):
     lake = pipeline["lake"]
-    silver = lake.table("silver", "interactions")
+    silver = lake.silver
     before = tables.version(spark, silver), tables.read(spark, silver).count()
     args = ingest.build_parser().parse_args(["--lake", lake.root, "--input", pipeline["logs"], "--format", "movielens"])
     again = ingest.run(spark, args)
@@ -65,7 +66,7 @@ def test_reingesting_the_same_files_adds_nothing(spark, pipeline):
 def test_every_user_gets_n_unseen_items_in_score_order(spark, pipeline):
     lake = pipeline["lake"]
     recs = recs_of(spark, lake)
-    training = tables.read(spark, lake.table("gold", "training"))
+    training = tables.read(spark, lake.training)
     n_users = training.select(C.USER_ID).distinct().count()
     per_user = recs.groupBy(C.USER_ID).agg(F.count(F.lit(1)).alias("rows"), F.collect_list(F.struct(C.RANK, C.SCORE)).alias("ranked"))
     rows = per_user.collect()
@@ -84,7 +85,7 @@ def test_the_model_learned_the_taste_groups(spark, pipeline):
     """The generator puts user u and item i in group (id - 1) % CLUSTERS; light users must get their own group."""
     lake = pipeline["lake"]
     recs = recs_of(spark, lake).where(F.col(C.RANK) <= 5)
-    light = tables.read(spark, lake.table("gold", "training")).groupBy(C.USER_ID).count().where(F.col("count") <= 20)
+    light = tables.read(spark, lake.training).groupBy(C.USER_ID).count().where(F.col("count") <= 20)
     same = recs.join(light, on=C.USER_ID).select(
         ((F.col(C.USER_ID).cast("int") - 1) % CLUSTERS == (F.col(C.ITEM_ID).cast("int") - 1) % CLUSTERS).cast("int").alias("hit"))
     share = same.agg(F.avg("hit")).first()[0]
@@ -124,7 +125,7 @@ def expected_list(spark, lake, user_id, k):
 def test_live_service_answers_from_the_published_snapshot(spark, pipeline, tmp_path):
     lake = pipeline["lake"]
     root = pipeline["base"] / "lake" / "snapshots"
-    popular = [r[C.ITEM_ID] for r in tables.read(spark, lake.table("gold", "popular_items"))
+    popular = [r[C.ITEM_ID] for r in tables.read(spark, lake.popular_items)
                .where(F.col(C.MODEL_VERSION) == "itest-v1").orderBy(C.RANK).limit(4).collect()]
     import requests
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import tables
+from lake import tables
 from jobs.spark_session import delta_maven_coordinate
 
 pytestmark = pytest.mark.slow

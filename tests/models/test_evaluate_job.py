@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from jobs import evaluate, tables
+from jobs import evaluate
+from lake import tables
 from conftest import two_group_ratings
 
 # one configuration x 2 folds: the search itself (several configurations, the best picked) is tested in test_tuning

@@ -8,8 +8,9 @@ import pytest
 
 from pyspark.sql import functions as F
 
-from jobs import tables, train
-from jobs.cli import Lake
+from jobs import train, tune
+from lake import tables
+from lake.registry import Lake
 from models.als import load_model
 from conftest import two_group_ratings
 from transforms import columns as C
@@ -20,23 +21,27 @@ def write_gold(spark, lake: Lake) -> None:
             for u, i, r, t in two_group_ratings()]
     schema = (f"{C.USER_ID} string, {C.ITEM_ID} string, {C.USER_IDX} int, {C.ITEM_IDX} int, {C.WEIGHT} double, "
               f"{C.N_EVENTS} long, {C.LAST_EVENT_TS} timestamp")
-    tables.overwrite(spark.createDataFrame(rows, schema), lake.table("gold", "training"))
+    tables.overwrite(spark.createDataFrame(rows, schema), lake.training)
+
+
+def run_on_gold(spark, tmp_path, job, flags: list[str]) -> tuple[Lake, dict]:
+    """A lake whose gold/training holds the two-group data; ``job`` run on it with ``flags``."""
+    lake = Lake(str(tmp_path / "lake"))
+    write_gold(spark, lake)
+    return lake, job.run(spark, job.build_parser().parse_args(["--lake", lake.root, *flags]))
 
 
 @pytest.mark.slow
 def test_train_with_tuning_records_lineage_metrics_and_a_report(spark, tmp_path):
-    lake = Lake(str(tmp_path / "lake"))
-    write_gold(spark, lake)
-    args = train.build_parser().parse_args([
-        "--lake", lake.root, "--model-version", "m1", "--seed", "7", "--k", "5", "--num-blocks", "1",
+    lake, summary = run_on_gold(spark, tmp_path, train, [
+        "--model-version", "m1", "--seed", "7", "--k", "5", "--num-blocks", "1",
         "--tune", "--tune-folds", "2", "--ranks", "4", "--reg-params", "0.05", "--alphas", "5", "--max-iters", "4"])
-    summary = train.run(spark, args)
-    run = tables.read(spark, lake.table(*train.MODEL_RUNS)).where(F.col(C.MODEL_VERSION) == "m1").first()
+    run = tables.read(spark, lake.model_runs).where(F.col(C.MODEL_VERSION) == "m1").first()
     metrics = json.loads(run["metrics"])
     assert metrics["als"]["ndcg@5"] > metrics["popularity"]["ndcg@5"]
     assert run["training_version"] == 0 and run["code_version"]
     params = json.loads(run["params"])
-    tuned = tables.read(spark, lake.table("meta", "tuning_results")).where(F.col(C.MODEL_VERSION) == "m1")
+    tuned = tables.read(spark, lake.tuning_results).where(F.col(C.MODEL_VERSION) == "m1")
     assert tuned.count() == 2  # one configuration x 2 folds
     best = tuned.where("is_best").first()
     assert (params["rank"], params["reg_param"]) == (best["rank"], best["reg_param"])
@@ -49,15 +54,10 @@ def test_train_with_tuning_records_lineage_metrics_and_a_report(spark, tmp_path)
 
 @pytest.mark.slow
 def test_tune_job_appends_fold_scores_for_the_training_table_version(spark, tmp_path):
-    from jobs import tune
-
-    lake = Lake(str(tmp_path / "lake"))
-    write_gold(spark, lake)
-    args = tune.build_parser().parse_args([
-        "--lake", lake.root, "--seed", "3", "--k", "5", "--num-blocks", "1", "--tune-folds", "2",
+    lake, summary = run_on_gold(spark, tmp_path, tune, [
+        "--seed", "3", "--k", "5", "--num-blocks", "1", "--tune-folds", "2",
         "--search", "random", "--n-configs", "1", "--ranks", "4", "--reg-params", "0.01,1", "--alphas", "1,10",
         "--max-iters", "3"])
-    summary = tune.run(spark, args)
-    rows = tables.read(spark, lake.table(*tune.TUNING_RESULTS)).where(F.col("tuning_run_id") == summary["tuning_run_id"])
+    rows = tables.read(spark, lake.tuning_results).where(F.col("tuning_run_id") == summary["tuning_run_id"])
     assert rows.count() == 2 and {r["source_version"] for r in rows.collect()} == {0}
     assert 0.01 <= summary["best"]["reg_param"] <= 1 and summary["metric"] == "ndcg@5"

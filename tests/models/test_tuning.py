@@ -63,10 +63,10 @@ def test_cv_can_score_fewer_folds_than_it_deals(pairs_frame, tmp_path):
 def test_jobs_score_at_most_three_of_ten_folds_by_default():
     import argparse
 
-    from jobs.tune import add_tuning_args, tune_test_folds
+    from jobs.cli import add_tuning_args, tune_options
 
     parser = argparse.ArgumentParser()
     add_tuning_args(parser)
-    assert tune_test_folds(parser.parse_args([])) == 3 and parser.parse_args([]).tune_folds == 10
-    assert tune_test_folds(parser.parse_args(["--tune-folds", "2"])) == 2  # every fold of a 2-fold CV
-    assert tune_test_folds(parser.parse_args(["--tune-folds", "5", "--tune-test-folds", "5"])) == 5
+    assert tune_options(parser.parse_args([])).scored_folds == 3 and parser.parse_args([]).tune_folds == 10
+    assert tune_options(parser.parse_args(["--tune-folds", "2"])).scored_folds == 2  # every fold of a 2-fold CV
+    assert tune_options(parser.parse_args(["--tune-folds", "5", "--tune-test-folds", "5"])).scored_folds == 5

@@ -5,11 +5,12 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from jobs import ingest, tables, validate
-from jobs.cli import Lake
-from jobs.validate import GateOptions
+from lake import tables
+from lake.registry import Lake
 from transforms import columns as C
 from validation.drift import DEFAULT_THRESHOLDS, DISTINCT_RSD, ProfileSpec, compare, profile, resolve_thresholds
+from validation.gates import GateOptions, run_gate
+from validation.history import previous_success
 from validation.report import GateFailed
 
 
@@ -101,18 +102,18 @@ def test_a_bound_against_an_older_estimated_profile_is_widened_by_its_error_and_
 
 def test_a_doctored_second_run_trips_silver_drift(spark, tmp_path):
     lake = str(tmp_path / "lake")
-    tables.append(silver_events(spark, 600), Lake(lake).table(*ingest.SILVER), partition_by=[C.EVENT_MONTH])
+    tables.append(silver_events(spark, 600), Lake(lake).silver, partition_by=[C.EVENT_MONTH])
     options = GateOptions(reports_dir=str(tmp_path / "reports"))
-    first = validate.run_gate(spark, "silver", lake=lake, fmt="movielens", options=options)
+    first = run_gate(spark, "silver", Lake(lake), fmt="movielens", options=options)
     assert first.success and first.previous_run_id is None  # nothing to compare with yet
 
     # Doctor silver: lose a third of the events and shrink the remaining ratings (a unit change upstream, say)
-    path = Lake(lake).table("silver", "interactions")
+    path = Lake(lake).silver
     table = DeltaTable.forPath(spark, path)
     table.delete(F.pmod(F.xxhash64(C.EVENT_ID), F.lit(3)) == 0)
     table.update(set={C.VALUE: F.col(C.VALUE) / 2})
     with pytest.raises(GateFailed) as failure:
-        validate.run_gate(spark, "silver", lake=lake, fmt="movielens", options=options)
+        run_gate(spark, "silver", Lake(lake), fmt="movielens", options=options)
     result = failure.value.result
     assert result.previous_run_id == first.run_id
     assert {"drift_rows", "drift_mean_rating_value"} <= {c.name for c in result.failures}
@@ -120,6 +121,6 @@ def test_a_doctored_second_run_trips_silver_drift(spark, tmp_path):
     assert "row count stays within >= 1x of the previous successful run" in str(failure.value)
 
     # The failed run is recorded but is no baseline: the next run still compares with the first one
-    runs = tables.read(spark, Lake(lake).table(*validate.VALIDATION_RUNS)).orderBy("started_at").collect()
+    runs = tables.read(spark, Lake(lake).validation_runs).orderBy("started_at").collect()
     assert [(r["stage"], r["success"]) for r in runs] == [("silver", True), ("silver", False)]
-    assert validate.previous_success(spark, Lake(lake), "silver")["run_id"] == first.run_id
+    assert previous_success(spark, Lake(lake), "silver")["run_id"] == first.run_id

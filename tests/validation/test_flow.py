@@ -16,15 +16,15 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from jobs import tables, validate
-from jobs.cli import Lake
-from jobs.validate import GateOptions
+from lake import tables
+from lake.registry import Lake
 from serving import snapshot
 from tests.conftest import REPO_ROOT
 from tests.support.serving import write_snapshot
 from tests.validation.helpers import N, folder_digest, run_gated_nightly, write_logs
 from transforms import columns as C
 from validation import STAGES
+from validation.gates import GateOptions, run_gate
 from validation.report import GateFailed
 
 pytestmark = pytest.mark.slow  # whole-pipeline runs (see pytest.ini)
@@ -45,7 +45,7 @@ def test_a_good_run_passes_every_gate(published_lake):
 
 def test_each_gate_writes_a_json_report_a_runs_row_and_data_docs(spark, published_lake):
     lake, done = published_lake["lake"], published_lake["done"]
-    runs = tables.read(spark, Lake(lake).table(*validate.VALIDATION_RUNS))
+    runs = tables.read(spark, Lake(lake).validation_runs)
     first = {r["stage"]: r for r in runs.where(F.col("run_id").isin([done[f"gate:{s}"].run_id for s in STAGES])).collect()}
     assert set(first) == set(STAGES) and all(r["success"] for r in first.values())
     report = json.loads(Path(first["silver"]["report_path"]).read_text())
@@ -58,9 +58,9 @@ def test_each_gate_writes_a_json_report_a_runs_row_and_data_docs(spark, publishe
 
 def test_bad_input_stops_the_run_after_ingest_and_leaves_silver_as_it_was(spark, published_lake, tmp_path):
     lake = published_lake["lake"]
-    silver = Lake(lake).table("silver", "interactions")
+    silver = Lake(lake).silver
     rows_before = tables.read(spark, silver).count()
-    gold_before = tables.version(spark, Lake(lake).table("gold", "training"))
+    gold_before = tables.version(spark, Lake(lake).training)
     snapshot_before = snapshot_state(lake)
     logs = write_logs(spark, tmp_path / "garbage", seed=9, fault_rate=0.4)
     with pytest.raises(GateFailed) as failure:
@@ -72,7 +72,7 @@ def test_bad_input_stops_the_run_after_ingest_and_leaves_silver_as_it_was(spark,
     assert "FAILED raw_input: at most 5.00% of the lines are quarantined" in str(failure.value)
     assert result.actions and result.actions[0].startswith("silver restored to v")
     assert tables.read(spark, silver).count() == rows_before  # the run's rows are out of silver again
-    assert tables.version(spark, Lake(lake).table("gold", "training")) == gold_before  # build_training never ran
+    assert tables.version(spark, Lake(lake).training) == gold_before  # build_training never ran
     assert snapshot_state(lake) == snapshot_before
 
 
@@ -84,7 +84,7 @@ def test_failed_recommendations_gate_stops_publish_and_leaves_the_snapshot_uncha
     def drop_last_items(step: str) -> None:
         """After scoring v2, lose the last recommendation of two users (a partial write, say)."""
         if step == "score":
-            recs = DeltaTable.forPath(spark, Lake(lake).table("gold", "user_recommendations"))
+            recs = DeltaTable.forPath(spark, Lake(lake).user_recommendations)
             victims = [r[0] for r in recs.toDF().where(F.col(C.MODEL_VERSION) == "v2").select(C.USER_ID)
                        .distinct().orderBy(C.USER_ID).limit(2).collect()]
             recs.delete((F.col(C.MODEL_VERSION) == "v2") & (F.col(C.RANK) == N) & F.col(C.USER_ID).isin(victims))
@@ -117,7 +117,7 @@ def test_failed_snapshot_gate_points_latest_back_at_the_last_good_snapshot(spark
     lake = published_lake["lake"]
     snapshot.set_latest(bad_snapshot, "v-bad")  # published, but not yet checked
     with pytest.raises(GateFailed) as failure:
-        validate.run_gate(spark, "snapshot", lake=lake)
+        run_gate(spark, "snapshot", Lake(lake))
     result = failure.value.result
     assert {c.description for c in result.failures if c.kind == "expectation"} == {"no item twice in a list"}
     assert {c.name for c in result.failures if c.kind == "drift"} == {"drift_rows"}  # 2 users where v1 had 40
