@@ -1,11 +1,11 @@
-"""Flags every job shares, and the small helpers that turn them into a session and a lake layout."""
+"""Flags every job shares, and the small helpers that turn them into a session and typed options (lake
+addresses: lake.registry)."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from flow.ingest import DEFAULT_BOT_MAX_EVENTS_PER_DAY, FUTURE_TOLERANCE_S, PARTITION_GRAINS, IngestOptions
 from flow.tune import SEARCHES, TuneOptions
@@ -62,28 +62,6 @@ def spark_from_args(app_name: str, args: argparse.Namespace):
                        log_level=args.log_level)
 
 
-class Lake:
-    """Where each table lives under one lake root (a local folder, or any Hadoop-compatible URI)."""
-
-    def __init__(self, root: str):
-        self.root = root.rstrip("/")
-
-    def table(self, layer: str, name: str) -> str:
-        return f"{self.root}/{layer}/{name}"
-
-    @property
-    def checkpoints(self) -> str:
-        return f"{self.root}/_checkpoints"
-
-    @property
-    def models(self) -> str:
-        return f"{self.root}/models"
-
-    @property
-    def snapshots(self) -> str:
-        return f"{self.root}/snapshots"
-
-
 def add_lake_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", required=True, help="root folder (or URI) of the Delta lake")
 
@@ -127,9 +105,11 @@ def ingest_options_from_args(args: argparse.Namespace) -> IngestOptions:
         progress_every=args.progress_every)
 
 
-def local_path(uri: str) -> Path:
-    """A filesystem path for a local lake URI (file:/... or plain path)."""
-    return Path(uri[len("file:"):] if uri.startswith("file:") else uri)
+def add_input_args(parser: argparse.ArgumentParser, *, input_help: str) -> None:
+    """--input (a file, folder or glob, ``input_help``) and --format (one of transforms.parse.FORMATS)."""
+    parser.add_argument("--input", required=True, help=input_help)
+    parser.add_argument("--format", required=True, choices=sorted(parse.FORMATS),
+                        help="; ".join(f"{f.name}: {f.description}" for f in parse.FORMATS.values()))
 
 
 def lake_parser(doc: str) -> argparse.ArgumentParser:

@@ -27,16 +27,13 @@ if __package__ in (None, ""):  # spark-submit jobs/evaluate.py: import the proje
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from flow.evaluate import EXPLICIT_MODELS, EvaluateOptions, evaluate
-from jobs.cli import add_als_args, add_tuning_args, als_params, base_parser, run_job, tune_options
-from transforms import parse
+from jobs.cli import add_als_args, add_input_args, add_tuning_args, als_params, base_parser, run_job, tune_options
 from transforms.splits import SPLIT_KINDS
 
 
 def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="a file, a folder or a glob")
-    parser.add_argument("--format", required=True, choices=sorted(parse.FORMATS),
-                        help="; ".join(f"{f.name}: {f.description}" for f in parse.FORMATS.values()))
+    add_input_args(parser, input_help="a file, a folder or a glob")
     parser.add_argument("--split", choices=SPLIT_KINDS, default=EvaluateOptions.split,
                         help="user-random: a random fraction of each user's pairs; user-chrono: each user's "
                              "latest; time-cut: everything after a global time cut")
