@@ -102,3 +102,8 @@ def count_files(spark: SparkSession, root: str, *, suffix: str, skip: str) -> in
         if skip not in p.toString() and p.getName().endswith(suffix):
             count += 1
     return count
+
+
+def read_text(spark: SparkSession, uri: str) -> str:
+    """The whole of the small text file at ``uri``, as UTF-8."""
+    return spark.read.text(uri, wholetext=True).first()[0]

@@ -185,7 +185,7 @@ class LoadedModel:
 
 def load_model(spark: SparkSession, model_dir: str) -> LoadedModel:
     model = ALSModel.load(f"{model_dir}/als")
-    info = json.loads(_read_text(spark, f"{model_dir}/params.json"))
+    info = json.loads(fs.read_text(spark, f"{model_dir}/params.json"))
     return LoadedModel(
         model_dir,
         model.userFactors.withColumnRenamed("id", C.USER_IDX),
@@ -194,10 +194,6 @@ def load_model(spark: SparkSession, model_dir: str) -> LoadedModel:
         spark.read.parquet(f"{model_dir}/item_ids"),
         info,
     )
-
-
-def _read_text(spark: SparkSession, path: str) -> str:
-    return spark.read.text(path, wholetext=True).first()[0]
 
 
 class AlsRecommender(FactorRecommender):

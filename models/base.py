@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lake import fs
 from models.topn import recommend_top_n
 from transforms import columns as C
 
@@ -156,15 +157,11 @@ class FactorRecommender(Recommender):
 
 
 def write_model_file(spark: SparkSession, path: str, doc: dict) -> None:
-    from models.als import _write_text
-
-    _write_text(spark, f"{path}/{MODEL_FILE}", json.dumps(doc, indent=2, default=str))
+    fs.write_bytes(spark, f"{path}/{MODEL_FILE}", json.dumps(doc, indent=2, default=str).encode("utf-8"))
 
 
 def read_model_file(spark: SparkSession, path: str) -> dict:
-    from models.als import _read_text
-
-    return json.loads(_read_text(spark, f"{path}/{MODEL_FILE}"))
+    return json.loads(fs.read_text(spark, f"{path}/{MODEL_FILE}"))
 
 
 def factor_frame(spark: SparkSession, rows: list[tuple[int, list[float]]], id_col: str) -> DataFrame:
