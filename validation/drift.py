@@ -174,29 +174,29 @@ def compare(target: str, current: dict, previous: dict | None, thresholds: dict)
             observed={"now": current[key], "before": previous[key], "ratio": round(ratio, 4)},
             expected={"ratio": [low, high]}))
 
-    limit = thresholds.get("null_rate_increase")
-    for col, now in (current.get("null_rate") or {}).items():
-        before = (previous.get("null_rate") or {}).get(col)
-        if limit is None or now is None or before is None:
-            continue
-        checks.append(CheckResult(
-            target=target, name=f"drift_null_rate_{col}", kind=DRIFT, success=now - before <= limit,
-            description=f"null rate of {col} rises by at most {limit:.2%} points",
-            observed={"now": now, "before": before, "increase": round(now - before, 6)},
-            expected={"max_increase": limit}))
-
-    limit = thresholds.get("rate_increase")
-    for name, now in (current.get("rates") or {}).items():
-        before = (previous.get("rates") or {}).get(name)
-        if limit is None or now is None or before is None:
-            continue
-        checks.append(CheckResult(
-            target=target, name=f"drift_{name}", kind=DRIFT, success=now - before <= limit,
-            description=f"{name.replace('_', ' ')} rises by at most {limit:.2%} points",
-            observed={"now": now, "before": before, "increase": round(now - before, 6)},
-            expected={"max_increase": limit}))
-
+    checks += _increase_checks(target, current, previous, "null_rate", thresholds.get("null_rate_increase"),
+                               lambda col: (f"drift_null_rate_{col}", f"null rate of {col}"))
+    checks += _increase_checks(target, current, previous, "rates", thresholds.get("rate_increase"),
+                               lambda name: (f"drift_{name}", name.replace("_", " ")))
     checks += _value_checks(target, current.get("value"), previous.get("value"), thresholds)
+    return checks
+
+
+def _increase_checks(target: str, current: dict, previous: dict, key: str, limit: float | None,
+                     names) -> list[CheckResult]:
+    """One check per rate in ``current[key]`` that ``previous`` has too: it rises by at most ``limit`` points.
+    ``names(rate) -> (check name, label)``."""
+    checks = []
+    for rate, now in (current.get(key) or {}).items():
+        before = (previous.get(key) or {}).get(rate)
+        if limit is None or now is None or before is None:
+            continue
+        name, label = names(rate)
+        checks.append(CheckResult(
+            target=target, name=name, kind=DRIFT, success=now - before <= limit,
+            description=f"{label} rises by at most {limit:.2%} points",
+            observed={"now": now, "before": before, "increase": round(now - before, 6)},
+            expected={"max_increase": limit}))
     return checks
 
 
