@@ -75,21 +75,27 @@ def ensure_input(spark, folder: Path, *, events: int, users: int, items: int, se
 
 def one_round(spark, lines: str, lake: Path) -> dict:
     """ingest -> the gates after it, into a fresh lake (then the optional pre-ingest raw gate); seconds of each."""
-    from jobs import ingest, validate
+    from jobs import ingest
+    from jobs.cli import ingest_options_from_args
+    from lake.registry import Lake
+    from validation.gates import GateOptions, gates_after, run_gate
 
     shutil.rmtree(lake, ignore_errors=True)
     argv = ["--lake", str(lake), "--input", lines, "--format", "movielens"]
     started = time.perf_counter()
-    summary = ingest.run(spark, ingest.build_parser().parse_args(argv))
+    args = ingest.build_parser().parse_args(argv)
+    summary = ingest.run(spark, args)
     ingest_s = time.perf_counter() - started
 
     started = time.perf_counter()  # exactly what the nightly flow runs after ingest
-    results = validate.gate_step(spark, "after", "ingest", step_argv=argv, step_result=summary, lake=str(lake))
+    options = ingest_options_from_args(args)
+    results = gates_after(spark, "ingest", Lake(str(lake)), ingest_summary=summary, ingest_options=options,
+                          fmt="movielens")
     validation_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    validate.run_gate(spark, "raw", lake=str(lake), ingest_argv=argv,
-                      options=validate.GateOptions(record=False, drift=False))
+    run_gate(spark, "raw", Lake(str(lake)), input=lines, fmt="movielens", ingest_options=options,
+             options=GateOptions(record=False, drift=False))
     pre_ingest_s = time.perf_counter() - started
     return {
         "ingest_s": round(ingest_s, 2), "validation_s": round(validation_s, 2),

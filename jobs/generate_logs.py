@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # spark-submit jobs/generate_logs.py: import the 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.cli import base_parser, spark_from_args
+from jobs.cli import base_parser, run_job
 from lake import fs
 from transforms import parse
 
@@ -338,13 +338,7 @@ def run(spark, args) -> dict:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    spark = spark_from_args("recsys-generate-logs", args)
-    try:
-        run(spark, args)
-    finally:
-        spark.stop()
-    return 0
+    return run_job("recsys-generate-logs", build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # spark-submit jobs/ingest.py: import the project
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from flow.ingest import ConservationError, ingest, print_summary
-from jobs.cli import add_ingest_options_args, add_lake_arg, base_parser, ingest_options_from_args, spark_from_args
+from jobs.cli import add_ingest_options_args, add_lake_arg, base_parser, ingest_options_from_args, run_job
 from lake.registry import Lake
 from transforms import parse
 
@@ -42,13 +42,7 @@ def run(spark, args) -> dict:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    spark = spark_from_args("recsys-ingest", args)
-    try:
-        run(spark, args)
-    finally:
-        spark.stop()
-    return 0
+    return run_job("recsys-ingest", build_parser, run, argv)
 
 
 if __name__ == "__main__":
