@@ -29,7 +29,9 @@ import datetime as dt
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 if __package__ in (None, ""):  # spark-submit jobs/generate_logs.py: import the project from its root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -102,14 +104,20 @@ def uniform(seed: int, salt: int, row: Column) -> Column:
     return F.pmod(F.xxhash64(F.lit(seed), F.lit(salt), row), F.lit(1 << 40)).cast("double") / float(1 << 40)
 
 
-def rating_lines(spark, *, users: int, items: int, ratings: int, clusters: int, in_cluster: float,
-                 fault_rate: float, duplicate_rate: float, seed: int, files: int):
-    """A DataFrame of one string column ``value``: the lines of the log."""
-    for name, value in (("users", users), ("items", items), ("ratings", ratings), ("clusters", clusters)):
+def _check_counts(counts: tuple[tuple[str, int], ...], *, items: int, clusters: int) -> None:
+    """ValueError naming the first option of ``counts`` (name, value) below 1, or --items below --clusters."""
+    for name, value in counts:
         if value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}")
     if items < clusters:
         raise ValueError(f"--items ({items}) must be >= --clusters ({clusters})")
+
+
+def rating_lines(spark, *, users: int, items: int, ratings: int, clusters: int, in_cluster: float,
+                 fault_rate: float, duplicate_rate: float, seed: int, files: int):
+    """A DataFrame of one string column ``value``: the lines of the log."""
+    _check_counts((("users", users), ("items", items), ("ratings", ratings), ("clusters", clusters)),
+                  items=items, clusters=clusters)
     total = ratings + int(ratings * duplicate_rate)
     rows = spark.range(0, total, numPartitions=max(1, files))
     # rows past `ratings` replay an earlier row: same base id, so the very same line
@@ -165,6 +173,143 @@ def _weighted_table(weights: list[float], size: int = 1000) -> list[int]:
     return table
 
 
+@dataclass(frozen=True)
+class _Tastes:
+    """Who a base event's session belongs to and which item it is on: Zipf-like users, each session focused on one
+    taste group (the user's own with probability ``in_cluster``), Zipf-like items within that group."""
+
+    seed: int
+    users: int
+    clusters: int
+    in_cluster: float
+    user_zipf: float
+    item_zipf: float
+    per_cluster: int
+    session_length: int
+
+    def session_of(self, row: Column) -> Column:
+        return F.floor(row / self.session_length).cast("long")
+
+    def user(self, session: Column) -> Column:
+        return zipf_rank(uniform(self.seed, 11, session), self.users, self.user_zipf)
+
+    def focus_cluster(self, session: Column) -> Column:
+        return F.when(uniform(self.seed, 12, session) < self.in_cluster,
+                      F.pmod(self.user(session), F.lit(self.clusters))).otherwise(
+            F.floor(uniform(self.seed, 13, session) * self.clusters).cast("long"))
+
+    def base_item(self, row: Column) -> Column:
+        return (zipf_rank(uniform(self.seed, 14, row), self.per_cluster, self.item_zipf) * self.clusters
+                + self.focus_cluster(self.session_of(row)))
+
+
+class _Event(NamedTuple):
+    """The columns of one event line before it is formatted."""
+
+    user: Column
+    item: Column
+    event_type: Column
+    ts: Column
+    value: Column
+    event_id: Column
+
+
+def _funnel_type(t: Column, pos: Column) -> Column:
+    """The type of the event at position ``pos`` of its session: a view first, then a FUNNEL step drawn by ``t``."""
+    etype = F.lit(FUNNEL[-1][0])
+    for name, upper in reversed(FUNNEL[:-1]):
+        etype = F.when(t < upper, F.lit(name)).otherwise(etype)
+    return F.when(pos == 0, F.lit("view")).otherwise(etype)
+
+
+def _event_value(etype: Column, v: Column, in_group: Column) -> Column:
+    """The value text of an event (``v`` uniform): seconds of a view, a quantity, a rating (higher in group)."""
+    return (F.when(etype == "view", F.floor(5 + v * 295))
+            .when(etype.isin("add_to_cart", "purchase"), 1 + F.floor(v * 3))
+            .when(etype == "rating", F.when(in_group, 4 + F.floor(v * 2)).otherwise(1 + F.floor(v * 3)))
+            .cast("long").cast("string"))
+
+
+def _session_event(r: Column, tastes: _Tastes, *, start_ts: int, day_table: list[int], hour_table: list[int],
+                   late_rate: float) -> tuple[_Event, Column]:
+    """(the base event of row ``r``, its session's day index): the session's user, day and hour (``late_rate`` of
+    the sessions dated 1-3 days early), a minute per position, and the funnel's steps on the session's first item."""
+    seed = tastes.seed
+    session, pos = tastes.session_of(r), F.pmod(r, F.lit(tastes.session_length))
+    user_n = tastes.user(session)
+    in_group = F.pmod(user_n, F.lit(tastes.clusters)) == tastes.focus_cluster(session)
+    day = _lookup(day_table, uniform(seed, 15, session))
+    hour = _lookup(hour_table, uniform(seed, 16, session))
+    late_days = F.when(uniform(seed, 17, session) < late_rate, 1 + F.floor(uniform(seed, 18, session) * 3)).otherwise(0)
+    ts = (F.lit(start_ts) + (day - late_days) * 86_400 + hour * 3600 + F.floor(uniform(seed, 19, session) * 3000)
+          + pos * 60 + F.floor(uniform(seed, 20, r) * 60)).cast("long")
+    etype = _funnel_type(uniform(seed, 21, r), pos)
+    # the funnel: clicks, carts, purchases and ratings are on the item the session opened with (its first view)
+    item_n = F.when((etype == "view") | (pos == 0), tastes.base_item(r)).otherwise(tastes.base_item(r - pos))
+    value = _event_value(etype, uniform(seed, 22, r), in_group)
+    event = _Event(F.concat(F.lit("u"), user_n), F.concat(F.lit("i"), item_n), etype, ts, value,
+                   F.concat(F.lit(f"e{seed}-"), r))
+    return event, day
+
+
+def _bot_event(rid: Column, *, near_end: int, bot_events: int, bot_day: int, seed: int, items: int,
+               item_zipf: float) -> _Event:
+    """The event of bot row ``rid`` (bot rows start at ``near_end``): user bot-<b>, ``bot_events`` views spread
+    over the day that starts at ``bot_day`` (unix seconds), no value."""
+    bot_k = rid - near_end
+    bot_b = F.floor(bot_k / max(1, bot_events)).cast("long")
+    ts = F.lit(bot_day) + F.floor(F.pmod(bot_k, F.lit(max(1, bot_events))) * 86_400.0
+                                  / max(1, bot_events)).cast("long")
+    item = F.concat(F.lit("i"), zipf_rank(uniform(seed, 23, rid), items, item_zipf))
+    return _Event(F.concat(F.lit("bot-"), bot_b), item, F.lit("view"), ts, F.lit(None).cast("string"),
+                  F.concat(F.lit(f"b{seed}-"), rid))
+
+
+def _fault(r: Column, is_bot: Column, *, seed: int, fault_rate: float) -> Column:
+    """The EVENT_FAULTS name injected into row ``r`` (``fault_rate`` of the rows that are not bots), else null."""
+    fault_names = list(EVENT_FAULTS)
+    faulty = (~is_bot) & (uniform(seed, 24, r) < fault_rate)
+    kind = F.floor(uniform(seed, 25, r) * len(fault_names)).cast("int")
+    return F.when(faulty, F.element_at(F.array(*[F.lit(f) for f in fault_names]), kind + 1))
+
+
+def _with_fault(event: _Event, fault: Column, *, day: Column, iso: Column) -> _Event:
+    """``event`` as its line shows it with ``fault`` injected; its time is text (``iso`` unless the fault is there)."""
+    f_user = F.when(fault == "missing_user_id", F.lit(None)).otherwise(event.user)
+    f_item = F.when(fault == "missing_item_id", F.lit(None)).otherwise(event.item)
+    f_type = (F.when(fault == "unknown_event_type", F.lit("hover")).when(fault == "bad_value", F.lit("purchase"))
+              .otherwise(event.event_type))
+    f_ts = (F.when(fault == "missing_timestamp", F.lit(None)).when(fault == "bad_timestamp", F.concat(F.lit("day "), day))
+            .when(fault == "future_timestamp", F.lit("2999-01-01T00:00:00Z")).otherwise(iso))
+    f_value = F.when(fault == "bad_value", F.lit("lots")).otherwise(event.value)
+    return _Event(f_user, f_item, f_type, f_ts, f_value, event.event_id)
+
+
+def _csv_line(*cols: Column) -> Column:
+    return F.concat_ws(",", *[F.coalesce(c.cast("string"), F.lit("")) for c in cols])
+
+
+def _csv_lines(event: _Event, shown: _Event, fault: Column, iso: Column) -> tuple[Column, Column]:
+    """(the CSV line of ``shown``, or a malformed one for that fault; the near replay of ``event``)."""
+    malformed = F.concat_ws(";", event.user, event.item, event.event_type, iso)
+    line = F.when(fault == "malformed_line", malformed).otherwise(_csv_line(*shown))
+    near_line = _csv_line(F.concat(F.lit(" "), event.user, F.lit(" ")), event.item, F.upper(event.event_type),
+                          event.ts, F.concat(event.value, F.lit(".0")), event.event_id)
+    return line, near_line
+
+
+def _json_lines(event: _Event, shown: _Event, fault: Column) -> tuple[Column, Column]:
+    """(the JSON line of ``shown``, cut short for the malformed_line fault; the near replay of ``event``)."""
+    line = F.to_json(F.struct(shown.user.alias("user_id"), shown.item.alias("item_id"),
+                              shown.event_type.alias("event_type"), shown.ts.alias("event_ts"),
+                              shown.value.alias("value"), shown.event_id.alias("event_id")))
+    line = F.when(fault == "malformed_line", F.substring(line, 1, 30)).otherwise(line)
+    near_line = F.to_json(F.struct(event.event_id.alias("event_id"), event.ts.alias("event_ts"),
+                                   event.value.cast("double").alias("value"), event.item.alias("item_id"),
+                                   F.upper(event.event_type).alias("event_type"), event.user.alias("user_id")))
+    return line, near_line
+
+
 def event_rows(spark, *, events: int, users: int, items: int, clusters: int, in_cluster: float, start_date: str,
                days: int, session_length: int, user_zipf: float, item_zipf: float, late_rate: float,
                fault_rate: float, duplicate_rate: float, near_duplicate_rate: float, bot_users: int,
@@ -174,12 +319,8 @@ def event_rows(spark, *, events: int, users: int, items: int, clusters: int, in_
     Rows [0, events) are base events; then exact replays, near replays and bot events follow, each a function of
     its row id. A replay of a faulty line carries that fault's label (ingest quarantines it again).
     """
-    for name, value in (("events", events), ("users", users), ("items", items), ("clusters", clusters),
-                        ("days", days), ("session-length", session_length)):
-        if value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
-    if items < clusters:
-        raise ValueError(f"--items ({items}) must be >= --clusters ({clusters})")
+    _check_counts((("events", events), ("users", users), ("items", items), ("clusters", clusters),
+                   ("days", days), ("session-length", session_length)), items=items, clusters=clusters)
     start = dt.datetime.fromisoformat(start_date).replace(tzinfo=dt.timezone.utc)
     start_ts = int(start.timestamp())
     n_exact, n_near = int(events * duplicate_rate), int(events * near_duplicate_rate)
@@ -188,21 +329,8 @@ def event_rows(spark, *, events: int, users: int, items: int, clusters: int, in_
     day_table = _weighted_table([WEEKDAY_FACTOR[(start + dt.timedelta(days=d)).weekday()] * (1 + 0.2 * d / days)
                                  for d in range(days)])
     hour_table = _weighted_table(list(HOUR_FACTOR))
-    per_cluster = items // clusters
-
-    def u(salt: int, col: Column) -> Column:
-        return uniform(seed, salt, col)
-
-    def session_of(row: Column) -> Column:
-        return F.floor(row / session_length).cast("long")
-
-    def focus_cluster(session: Column) -> Column:
-        user = zipf_rank(u(11, session), users, user_zipf)
-        return F.when(u(12, session) < in_cluster, F.pmod(user, F.lit(clusters))).otherwise(
-            F.floor(u(13, session) * clusters).cast("long"))
-
-    def base_item(row: Column) -> Column:
-        return zipf_rank(u(14, row), per_cluster, item_zipf) * clusters + focus_cluster(session_of(row))
+    tastes = _Tastes(seed=seed, users=users, clusters=clusters, in_cluster=in_cluster, user_zipf=user_zipf,
+                     item_zipf=item_zipf, per_cluster=items // clusters, session_length=session_length)
 
     rid = F.col("id")
     exact_end, near_end = events + n_exact, events + n_exact + n_near
@@ -212,69 +340,22 @@ def event_rows(spark, *, events: int, users: int, items: int, clusters: int, in_
     rows = spark.range(0, total, numPartitions=max(1, files)).select(rid, base.alias("row"))
 
     r = F.col("row")
-    session, pos = session_of(r), F.pmod(r, F.lit(session_length))
-    user_n = zipf_rank(u(11, session), users, user_zipf)
-    in_group = F.pmod(user_n, F.lit(clusters)) == focus_cluster(session)
-    day = _lookup(day_table, u(15, session))
-    hour = _lookup(hour_table, u(16, session))
-    late_days = F.when(u(17, session) < late_rate, 1 + F.floor(u(18, session) * 3)).otherwise(0)
-    ts = (F.lit(start_ts) + (day - late_days) * 86_400 + hour * 3600 + F.floor(u(19, session) * 3000)
-          + pos * 60 + F.floor(u(20, r) * 60)).cast("long")
-    t = u(21, r)
-    etype = F.lit(FUNNEL[-1][0])
-    for name, upper in reversed(FUNNEL[:-1]):
-        etype = F.when(t < upper, F.lit(name)).otherwise(etype)
-    etype = F.when(pos == 0, F.lit("view")).otherwise(etype)
-    # the funnel: clicks, carts, purchases and ratings are on the item the session opened with (its first view)
-    item_n = F.when((etype == "view") | (pos == 0), base_item(r)).otherwise(base_item(r - pos))
-    v = u(22, r)
-    value = (F.when(etype == "view", F.floor(5 + v * 295))
-             .when(etype.isin("add_to_cart", "purchase"), 1 + F.floor(v * 3))
-             .when(etype == "rating", F.when(in_group, 4 + F.floor(v * 2)).otherwise(1 + F.floor(v * 3)))
-             .cast("long").cast("string"))
-
+    session_event, day = _session_event(r, tastes, start_ts=start_ts, day_table=day_table, hour_table=hour_table,
+                                        late_rate=late_rate)
     # bots: user bot-<b>, --bot-events views spread over one day (the middle of the log)
-    bot_k = rid - near_end
-    bot_b = F.floor(bot_k / max(1, bot_events)).cast("long")
-    bot_day = start_ts + (days // 2) * 86_400
+    bot_event = _bot_event(rid, near_end=near_end, bot_events=bot_events, bot_day=start_ts + (days // 2) * 86_400,
+                           seed=seed, items=items, item_zipf=item_zipf)
     is_bot = rid >= near_end
-    user = F.when(is_bot, F.concat(F.lit("bot-"), bot_b)).otherwise(F.concat(F.lit("u"), user_n))
-    item = F.when(is_bot, F.concat(F.lit("i"), zipf_rank(u(23, rid), items, item_zipf))).otherwise(
-        F.concat(F.lit("i"), item_n))
-    etype = F.when(is_bot, F.lit("view")).otherwise(etype)
-    ts = F.when(is_bot, F.lit(bot_day) + F.floor(F.pmod(bot_k, F.lit(max(1, bot_events))) * 86_400.0
-                                                  / max(1, bot_events)).cast("long")).otherwise(ts)
-    value = F.when(is_bot, F.lit(None).cast("string")).otherwise(value)
-    event_id = F.when(is_bot, F.concat(F.lit(f"b{seed}-"), rid)).otherwise(F.concat(F.lit(f"e{seed}-"), r))
-    iso = F.date_format(F.timestamp_seconds(ts), "yyyy-MM-dd'T'HH:mm:ss'Z'")
-
-    fault_names = list(EVENT_FAULTS)
-    faulty = (~is_bot) & (u(24, r) < fault_rate)
-    kind = F.floor(u(25, r) * len(fault_names)).cast("int")
-    fault = F.when(faulty, F.element_at(F.array(*[F.lit(f) for f in fault_names]), kind + 1))
-    f_user = F.when(fault == "missing_user_id", F.lit(None)).otherwise(user)
-    f_item = F.when(fault == "missing_item_id", F.lit(None)).otherwise(item)
-    f_type = (F.when(fault == "unknown_event_type", F.lit("hover")).when(fault == "bad_value", F.lit("purchase"))
-              .otherwise(etype))
-    f_ts = (F.when(fault == "missing_timestamp", F.lit(None)).when(fault == "bad_timestamp", F.concat(F.lit("day "), day))
-            .when(fault == "future_timestamp", F.lit("2999-01-01T00:00:00Z")).otherwise(iso))
-    f_value = F.when(fault == "bad_value", F.lit("lots")).otherwise(value)
+    event = _Event(*(F.when(is_bot, bot).otherwise(base_col) for bot, base_col in zip(bot_event, session_event)))
+    iso = F.date_format(F.timestamp_seconds(event.ts), "yyyy-MM-dd'T'HH:mm:ss'Z'")
+    fault = _fault(r, is_bot, seed=seed, fault_rate=fault_rate)
+    shown = _with_fault(event, fault, day=day, iso=iso)
 
     near = (rid >= exact_end) & (rid < near_end) & fault.isNull()
     if output_format == "csv":
-        def csv(*cols):
-            return F.concat_ws(",", *[F.coalesce(c.cast("string"), F.lit("")) for c in cols])
-        line = csv(f_user, f_item, f_type, f_ts, f_value, event_id)
-        line = F.when(fault == "malformed_line", F.concat_ws(";", user, item, etype, iso)).otherwise(line)
-        near_line = csv(F.concat(F.lit(" "), user, F.lit(" ")), item, F.upper(etype), ts,
-                        F.concat(value, F.lit(".0")), event_id)
+        line, near_line = _csv_lines(event, shown, fault, iso)
     elif output_format == "json":
-        line = F.to_json(F.struct(f_user.alias("user_id"), f_item.alias("item_id"), f_type.alias("event_type"),
-                                  f_ts.alias("event_ts"), f_value.alias("value"), event_id.alias("event_id")))
-        line = F.when(fault == "malformed_line", F.substring(line, 1, 30)).otherwise(line)
-        near_line = F.to_json(F.struct(event_id.alias("event_id"), ts.alias("event_ts"),
-                                       value.cast("double").alias("value"), item.alias("item_id"),
-                                       F.upper(etype).alias("event_type"), user.alias("user_id")))
+        line, near_line = _json_lines(event, shown, fault)
     else:
         raise ValueError(f"--output-format must be csv or json, got {output_format!r}")
     label = (F.when(is_bot, F.lit(BOT)).when(fault.isNotNull(), fault)
