@@ -28,6 +28,8 @@ Without it ALS still runs, on OpenBLAS alone (or netlib's Java BLAS), only slowe
 from __future__ import annotations
 
 import os
+import random
+import struct
 from pathlib import Path
 
 from lake import jvm
@@ -109,66 +111,92 @@ def loaded_lapack_library(spark) -> str | None:
     return jvm_property(spark, NETLIB_LAPACK_LIBRARY_PATH)
 
 
+class _JavaArrays:
+    """Moves double arrays between Python lists and the driver JVM: one py4j call per array (big-endian bytes
+    through a ByteBuffer), not one per element."""
+
+    def __init__(self, spark):
+        self.java_vm, self.gateway = jvm.handle(spark), jvm.gateway(spark)
+
+    def to_java(self, values: list[float]):
+        array = self.gateway.new_array(self.gateway.jvm.double, len(values))
+        self.java_vm.java.nio.ByteBuffer.wrap(bytearray(struct.pack(f">{len(values)}d", *values))).asDoubleBuffer().get(array)
+        return array
+
+    def to_python(self, array) -> list[float]:
+        buffer = self.java_vm.java.nio.ByteBuffer.allocate(8 * len(array))
+        buffer.asDoubleBuffer().put(array)
+        return list(struct.unpack(f">{len(array)}d", bytes(buffer.array())))
+
+
+def _random_inputs(rng: random.Random, n: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(x, a packed n x n matrix, y, a packed normal equation as ALS builds it: a sum of x x' plus n on the
+    diagonal, so positive definite, upper triangle by columns), drawn from ``rng`` in that order."""
+    x = [rng.uniform(-2, 2) for _ in range(n)]
+    start = [rng.uniform(-1, 1) for _ in range(n * (n + 1) // 2)]
+    y = [rng.uniform(-1, 1) for _ in range(n)]
+    vectors = [[rng.uniform(-1, 1) for _ in range(n)] for _ in range(n + 2)]
+    gram = [sum(v[i] * v[j] for v in vectors) + (n if i == j else 0.0) for j in range(n) for i in range(j + 1)]
+    return x, start, y, gram
+
+
+def _blas_differences(arrays: _JavaArrays, native, java, n: int, x: list[float], start: list[float],
+                      y: list[float]) -> list[float]:
+    """The relative differences between ``native`` and ``java`` BLAS: dspr on ``start`` (upper, then lower), daxpy
+    on ``y``."""
+    differences = []
+    for uplo in ("U", "L"):
+        got, want = arrays.to_java(start), arrays.to_java(start)
+        native.dspr(uplo, n, 0.75, arrays.to_java(x), 1, got)
+        java.dspr(uplo, n, 0.75, arrays.to_java(x), 1, want)
+        differences.append(_relative_difference(arrays.to_python(got), arrays.to_python(want)))
+    got, want = arrays.to_java(y), arrays.to_java(y)
+    native.daxpy(n, -1.25, arrays.to_java(x), 1, got, 1)
+    java.daxpy(n, -1.25, arrays.to_java(x), 1, want, 1)
+    differences.append(_relative_difference(arrays.to_python(got), arrays.to_python(want)))
+    return differences
+
+
+def _dppsv_differences(spark, arrays: _JavaArrays, native_lapack, java_lapack, n: int, gram: list[float],
+                       y: list[float]) -> list[float]:
+    """The relative differences between ``native_lapack`` and ``java_lapack`` dppsv solving ``gram`` x = ``y``
+    (upper, then lower; the factor, then the solution); AlsBlasError when their info codes differ."""
+    from py4j.java_gateway import get_field
+
+    differences = []
+    for uplo in ("U", "L"):
+        packed = gram if uplo == "U" else [gram[i * (i + 1) // 2 + j] for j in range(n) for i in range(j, n)]
+        results = []
+        for lapack in (native_lapack, java_lapack):
+            ap, b, info = arrays.to_java(packed), arrays.to_java(y), arrays.java_vm.org.netlib.util.intW(0)
+            lapack.dppsv(uplo, n, 1, ap, b, n, info)
+            results.append((get_field(info, "val"), arrays.to_python(ap), arrays.to_python(b)))
+        (got_info, got_ap, got_b), (want_info, want_ap, want_b) = results
+        if got_info != want_info:
+            raise AlsBlasError(f"the native LAPACK ({loaded_lapack_library(spark) or 'liblapack.so.3'}) returned "
+                               f"info {got_info} from dppsv where netlib's Java LAPACK returned {want_info}")
+        differences += [_relative_difference(got_ap, want_ap), _relative_difference(got_b, want_b)]
+    return differences
+
+
 def check_against_java(spark, sizes=(1, 7, 32)) -> float:
     """Compare the driver JVM's native dspr, daxpy and dppsv with netlib's Java BLAS and LAPACK on small random
     inputs.
 
     Returns the largest relative difference; raises AlsBlasError above 1e-12 (rounding differs only in the last
-    bits: fused multiply-adds, another order of the Cholesky updates). Costs about half a second of py4j calls; fit_als
-    runs it once per session when our library is loaded, so a miscompiled library stops training instead of
-    producing wrong factors.
+    bits: fused multiply-adds, another order of the Cholesky updates). fit_als runs it once per session when our
+    library is loaded, so a miscompiled library stops training instead of producing wrong factors.
     """
-    import random
-    import struct
-
-    from py4j.java_gateway import get_field
-
-    java_vm, gateway = jvm.handle(spark), jvm.gateway(spark)
-    native = java_vm.dev.ludovic.netlib.blas.NativeBLAS.getInstance()
-    java = java_vm.dev.ludovic.netlib.blas.JavaBLAS.getInstance()
-    native_lapack = java_vm.dev.ludovic.netlib.lapack.NativeLAPACK.getInstance()
-    java_lapack = java_vm.dev.ludovic.netlib.lapack.JavaLAPACK.getInstance()
+    arrays = _JavaArrays(spark)
+    netlib = arrays.java_vm.dev.ludovic.netlib
+    native, java = netlib.blas.NativeBLAS.getInstance(), netlib.blas.JavaBLAS.getInstance()
+    native_lapack, java_lapack = netlib.lapack.NativeLAPACK.getInstance(), netlib.lapack.JavaLAPACK.getInstance()
     rng = random.Random(7)
-
-    def jarray(values):  # one py4j call per array (big-endian bytes through a ByteBuffer), not one per element
-        array = gateway.new_array(gateway.jvm.double, len(values))
-        java_vm.java.nio.ByteBuffer.wrap(bytearray(struct.pack(f">{len(values)}d", *values))).asDoubleBuffer().get(array)
-        return array
-
-    def pylist(array):
-        buffer = java_vm.java.nio.ByteBuffer.allocate(8 * len(array))
-        buffer.asDoubleBuffer().put(array)
-        return list(struct.unpack(f">{len(array)}d", bytes(buffer.array())))
-
     worst = 0.0
     for n in sizes:
-        x = [rng.uniform(-2, 2) for _ in range(n)]
-        start = [rng.uniform(-1, 1) for _ in range(n * (n + 1) // 2)]
-        for uplo in ("U", "L"):
-            got, want = jarray(start), jarray(start)
-            native.dspr(uplo, n, 0.75, jarray(x), 1, got)
-            java.dspr(uplo, n, 0.75, jarray(x), 1, want)
-            worst = max(worst, _relative_difference(pylist(got), pylist(want)))
-        y = [rng.uniform(-1, 1) for _ in range(n)]
-        got, want = jarray(y), jarray(y)
-        native.daxpy(n, -1.25, jarray(x), 1, got, 1)
-        java.daxpy(n, -1.25, jarray(x), 1, want, 1)
-        worst = max(worst, _relative_difference(pylist(got), pylist(want)))
-        # a normal equation as ALS builds it: a sum of x x' plus n on the diagonal (positive definite)
-        vectors = [[rng.uniform(-1, 1) for _ in range(n)] for _ in range(n + 2)]
-        gram = [sum(v[i] * v[j] for v in vectors) + (n if i == j else 0.0) for j in range(n) for i in range(j + 1)]
-        for uplo in ("U", "L"):
-            packed = gram if uplo == "U" else [gram[i * (i + 1) // 2 + j] for j in range(n) for i in range(j, n)]
-            results = []
-            for lapack in (native_lapack, java_lapack):
-                ap, b, info = jarray(packed), jarray(y), java_vm.org.netlib.util.intW(0)
-                lapack.dppsv(uplo, n, 1, ap, b, n, info)
-                results.append((get_field(info, "val"), pylist(ap), pylist(b)))
-            (got_info, got_ap, got_b), (want_info, want_ap, want_b) = results
-            if got_info != want_info:
-                raise AlsBlasError(f"the native LAPACK ({loaded_lapack_library(spark) or 'liblapack.so.3'}) returned "
-                                   f"info {got_info} from dppsv where netlib's Java LAPACK returned {want_info}")
-            worst = max(worst, _relative_difference(got_ap, want_ap), _relative_difference(got_b, want_b))
+        x, start, y, gram = _random_inputs(rng, n)
+        worst = max(worst, *_blas_differences(arrays, native, java, n, x, start, y))
+        worst = max(worst, *_dppsv_differences(spark, arrays, native_lapack, java_lapack, n, gram, y))
     if worst > 1e-12:
         raise AlsBlasError(f"the native BLAS/LAPACK ({loaded_library(spark) or 'libblas.so.3'}) disagrees with netlib's "
                            f"Java BLAS/LAPACK on dspr/daxpy/dppsv (relative difference {worst:.3g}): ALS would train "
