@@ -45,6 +45,12 @@ def _log2_discount(rank: F.Column) -> F.Column:
     return F.lit(1.0) / F.log2(rank.cast("double") + F.lit(1.0))
 
 
+def _ideal_dcg(ideal_len: F.Column) -> F.Column:
+    """IDCG of a list with ``ideal_len`` hits at its top: sum over r = 1..ideal_len of 1 / log2(r + 1)."""
+    return F.aggregate(F.sequence(F.lit(1), ideal_len), F.lit(0.0),
+                       lambda acc, r: acc + F.lit(1.0) / F.log2(r.cast("double") + F.lit(1.0)))
+
+
 def per_user_ranking_metrics(recs: DataFrame, relevant: DataFrame, *, k: int, user_col: str = C.USER_IDX,
                              item_col: str = C.ITEM_IDX, rank_col: str = C.RANK) -> DataFrame:
     """One row per evaluated user: n_relevant, n_recs, hits and each metric at k (see the module docstring)."""
@@ -65,8 +71,7 @@ def per_user_ranking_metrics(recs: DataFrame, relevant: DataFrame, *, k: int, us
         F.sum(F.col("_j") / F.col("_rank")).alias("ap_sum"),
     )
     ideal_len = F.least(F.col("n_relevant"), F.lit(k))
-    idcg = F.aggregate(F.sequence(F.lit(1), ideal_len), F.lit(0.0),
-                       lambda acc, r: acc + F.lit(1.0) / F.log2(r.cast("double") + F.lit(1.0)))
+    idcg = _ideal_dcg(ideal_len)
     users = (
         n_rel.join(n_recs, on=user_col, how="left").join(per_hit, on=user_col, how="left")
         .fillna(0, subset=["n_recs", "hits", "dcg", "ap_sum"])
@@ -89,6 +94,66 @@ def ranking_metrics(recs: DataFrame, relevant: DataFrame, *, k: int, catalogue_s
                               item_col=item_col, rank_col=rank_col)[k]
 
 
+def _per_user_counts_at(top: DataFrame, relevant: DataFrame, ks: list[int], *, user_col: str,
+                        item_col: str) -> DataFrame:
+    """One row per evaluated user: n_relevant and, for each k, n_recs_k, hits_k, dcg_k and ap_k (0 without recs).
+
+    ``top`` holds the recommendations up to the largest k, with their rank as ``_rank``.
+    """
+    rel = relevant.select(user_col, item_col).distinct()
+    n_rel = rel.groupBy(user_col).agg(F.count(F.lit(1)).alias("n_relevant"))
+    listed = top.groupBy(user_col).agg(*[F.sum((F.col("_rank") <= k).cast("int")).alias(f"n_recs_{k}") for k in ks])
+    hits = top.join(rel, on=[user_col, item_col], how="inner")
+    hits = hits.withColumn("_j", F.row_number().over(Window.partitionBy(user_col).orderBy("_rank")))
+    within = {k: F.col("_rank") <= k for k in ks}
+    per_hit = hits.groupBy(user_col).agg(
+        *[F.sum(within[k].cast("int")).alias(f"hits_{k}") for k in ks],
+        *[F.sum(F.when(within[k], _log2_discount(F.col("_rank"))).otherwise(0.0)).alias(f"dcg_{k}") for k in ks],
+        *[F.sum(F.when(within[k], F.col("_j") / F.col("_rank")).otherwise(0.0)).alias(f"ap_{k}") for k in ks],
+    )
+    filled = [f"{p}_{k}" for k in ks for p in ("n_recs", "hits", "dcg", "ap")]
+    return n_rel.join(listed, on=user_col, how="left").join(per_hit, on=user_col, how="left").fillna(0, subset=filled)
+
+
+def _averages_at(ks: list[int]) -> list[F.Column]:
+    """The aggregates over _per_user_counts_at's rows: users, relevant pairs, and for each k the averaged metrics
+    (``ndcg@k`` ...) and the users without recommendations (``without_k``) or with fewer than k (``short_k``)."""
+    aggs = [F.count(F.lit(1)).alias("users"), F.sum("n_relevant").alias("relevant")]
+    for k in ks:
+        ideal_len = F.least(F.col("n_relevant"), F.lit(k))
+        h = F.col(f"hits_{k}")
+        aggs += [
+            F.avg(F.col(f"dcg_{k}") / _ideal_dcg(ideal_len)).alias(f"ndcg@{k}"),
+            F.avg(h / F.lit(float(k))).alias(f"precision@{k}"),
+            F.avg(h / F.col("n_relevant")).alias(f"recall@{k}"),
+            F.avg(F.col(f"ap_{k}") / ideal_len).alias(f"map@{k}"),
+            F.avg((h > 0).cast("double")).alias(f"hit_rate@{k}"),
+            F.sum((F.col(f"n_recs_{k}") == 0).cast("int")).alias(f"without_{k}"),
+            F.sum((F.col(f"n_recs_{k}") < k).cast("int")).alias(f"short_{k}"),
+        ]
+    return aggs
+
+
+def _metrics_at(k: int, row, distinct_items, catalogue_size: int | None) -> dict:
+    """ranking_metrics' dict at k from the row of _averages_at and the row of distinct recommended items;
+    MetricInputError when a metric is NaN."""
+    result = {f"{name}@{k}": float(row[f"{name}@{k}"]) for name in RANKING_KEYS}
+    result.update({
+        "users_evaluated": int(row["users"]),
+        "users_without_recs": int(row[f"without_{k}"] or 0),
+        "users_with_short_lists": int(row[f"short_{k}"] or 0),
+        "relevant_pairs": int(row["relevant"] or 0),
+        "recommended_items": int(distinct_items[f"items_{k}"] or 0),
+    })
+    if catalogue_size is not None:
+        result["catalogue_size"] = int(catalogue_size)
+        result["coverage"] = result["recommended_items"] / catalogue_size
+    for key, value in result.items():
+        if isinstance(value, float) and math.isnan(value):
+            raise MetricInputError(f"metric {key} is NaN: check the recommendations for NaN scores or ranks")
+    return result
+
+
 def ranking_metrics_at(recs: DataFrame, relevant: DataFrame, *, ks: list[int], catalogue_size: int | None = None,
                        user_col: str = C.USER_IDX, item_col: str = C.ITEM_IDX, rank_col: str = C.RANK) -> dict:
     """{k: metrics at k} for several cut-offs in two Spark jobs (one over users, one over recommended items).
@@ -104,57 +169,13 @@ def ranking_metrics_at(recs: DataFrame, relevant: DataFrame, *, ks: list[int], c
     _check(recs, [user_col, item_col, rank_col], "recs")
     _check(relevant, [user_col, item_col], "relevant")
     top = recs.where(F.col(rank_col) <= ks[-1]).select(user_col, item_col, F.col(rank_col).cast("int").alias("_rank"))
-    rel = relevant.select(user_col, item_col).distinct()
-    n_rel = rel.groupBy(user_col).agg(F.count(F.lit(1)).alias("n_relevant"))
-    listed = top.groupBy(user_col).agg(*[F.sum((F.col("_rank") <= k).cast("int")).alias(f"n_recs_{k}") for k in ks])
-    hits = top.join(rel, on=[user_col, item_col], how="inner")
-    hits = hits.withColumn("_j", F.row_number().over(Window.partitionBy(user_col).orderBy("_rank")))
-    within = {k: F.col("_rank") <= k for k in ks}
-    per_hit = hits.groupBy(user_col).agg(
-        *[F.sum(within[k].cast("int")).alias(f"hits_{k}") for k in ks],
-        *[F.sum(F.when(within[k], _log2_discount(F.col("_rank"))).otherwise(0.0)).alias(f"dcg_{k}") for k in ks],
-        *[F.sum(F.when(within[k], F.col("_j") / F.col("_rank")).otherwise(0.0)).alias(f"ap_{k}") for k in ks],
-    )
-    filled = [f"{p}_{k}" for k in ks for p in ("n_recs", "hits", "dcg", "ap")]
-    users = n_rel.join(listed, on=user_col, how="left").join(per_hit, on=user_col, how="left").fillna(0, subset=filled)
-    aggs = [F.count(F.lit(1)).alias("users"), F.sum("n_relevant").alias("relevant")]
-    for k in ks:
-        ideal_len = F.least(F.col("n_relevant"), F.lit(k))
-        idcg = F.aggregate(F.sequence(F.lit(1), ideal_len), F.lit(0.0),
-                           lambda acc, r: acc + F.lit(1.0) / F.log2(r.cast("double") + F.lit(1.0)))
-        h = F.col(f"hits_{k}")
-        aggs += [
-            F.avg(F.col(f"dcg_{k}") / idcg).alias(f"ndcg@{k}"),
-            F.avg(h / F.lit(float(k))).alias(f"precision@{k}"),
-            F.avg(h / F.col("n_relevant")).alias(f"recall@{k}"),
-            F.avg(F.col(f"ap_{k}") / ideal_len).alias(f"map@{k}"),
-            F.avg((h > 0).cast("double")).alias(f"hit_rate@{k}"),
-            F.sum((F.col(f"n_recs_{k}") == 0).cast("int")).alias(f"without_{k}"),
-            F.sum((F.col(f"n_recs_{k}") < k).cast("int")).alias(f"short_{k}"),
-        ]
-    row = users.agg(*aggs).first()
+    users = _per_user_counts_at(top, relevant, ks, user_col=user_col, item_col=item_col)
+    row = users.agg(*_averages_at(ks)).first()
     if not row["users"]:
         raise MetricInputError("no user has a relevant item: the test set is empty")
     distinct_items = top.agg(*[F.countDistinct(F.when(F.col("_rank") <= k, F.col(item_col))).alias(f"items_{k}")
                                for k in ks]).first()
-    out = {}
-    for k in ks:
-        result = {f"{name}@{k}": float(row[f"{name}@{k}"]) for name in RANKING_KEYS}
-        result.update({
-            "users_evaluated": int(row["users"]),
-            "users_without_recs": int(row[f"without_{k}"] or 0),
-            "users_with_short_lists": int(row[f"short_{k}"] or 0),
-            "relevant_pairs": int(row["relevant"] or 0),
-            "recommended_items": int(distinct_items[f"items_{k}"] or 0),
-        })
-        if catalogue_size is not None:
-            result["catalogue_size"] = int(catalogue_size)
-            result["coverage"] = result["recommended_items"] / catalogue_size
-        for key, value in result.items():
-            if isinstance(value, float) and math.isnan(value):
-                raise MetricInputError(f"metric {key} is NaN: check the recommendations for NaN scores or ranks")
-        out[k] = result
-    return out
+    return {k: _metrics_at(k, row, distinct_items, catalogue_size) for k in ks}
 
 
 def rating_metrics(predictions: DataFrame, *, label_col: str = C.RATING, prediction_col: str = "prediction") -> dict:
