@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from flow.model_runs import latest_model_version, model_run, version_predicate
 from lake import tables
 from lake.registry import Lake
-from models.als import LoadedModel, load_model
+from models.bundle import ModelBundle, load_bundle
 from models.similar import (DEFAULT_MAX_ITEMS_PER_USER, SIMILAR_ITEM_IDX, similar_items_als,
                             similar_items_cooccurrence)
 from models.topn import DEFAULT_BLOCK_BYTES, DEFAULT_ITEM_BUDGET_BYTES, recommend_top_n
@@ -64,7 +64,7 @@ def score(spark: SparkSession, lake: Lake, options: ScoreOptions) -> dict:
     model_version = options.model_version or latest_model_version(spark, lake)
     where = version_predicate(model_version)
     meta = model_run(spark, lake, model_version)
-    model = load_model(spark, meta["model_dir"])
+    model = load_bundle(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
 
     top = recommend_top_n(model.user_factors, model.item_factors, training.select(C.USER_IDX, C.ITEM_IDX),
@@ -111,7 +111,7 @@ def write_popular_items(spark: SparkSession, lake: Lake, options: ScoreOptions, 
     return tables.read(spark, lake.popular_items).where(where).count(), recent_rows
 
 
-def write_similar_items(spark: SparkSession, lake: Lake, options: ScoreOptions, model: LoadedModel,
+def write_similar_items(spark: SparkSession, lake: Lake, options: ScoreOptions, model: ModelBundle,
                         training: DataFrame, model_version: str) -> int:
     """Replace this version's rows of gold/similar_items (or remove them with similar="none"); rows written."""
     where = version_predicate(model_version)

@@ -2,7 +2,7 @@
 
     summary = train(spark, Lake("./lake"), TrainOptions(als=AlsParams(rank=32), tune=TuneOptions()))
 
-Writes <lake>/models/<model_version>/ (ALS factors, the id maps used, params.json, report.html) and appends one
+Writes <lake>/models/<model_version>/ (a models.bundle: factors, id maps, params.json; and report.html) and appends one
 row to meta/model_runs (model version, params, training table version, code version, counts, metrics). The mode
 (implicit or explicit) follows the training table: a `weight` column means implicit, a `rating` column explicit.
 
@@ -33,7 +33,8 @@ from flow.tune import TuneOptions, protocol_tuning, store_fold_scores
 from lake import fs, tables
 from lake.registry import Lake
 from models import als_blas
-from models.als import AlsParams, blas_implementation, fit_als, save_model
+from models.als import AlsParams, AlsRecommender, blas_implementation
+from models.bundle import save_bundle
 from models.evaluation import NotEnoughDataError, evaluate_explicit_holdout, evaluate_implicit
 from models.report import report_html
 from models.tuning import cross_validate
@@ -145,7 +146,7 @@ def _model_dir(lake: Lake, model_version: str) -> str:
 def _fit_and_save(spark: SparkSession, lake: Lake, data: DataFrame, params: AlsParams, report: dict | None, *,
                   model_version: str, training_version: int) -> dict:
     """Fit on all of ``data``, save the model with its lineage and report; returns the lineage."""
-    trained = fit_als(data, params, checkpoint_dir=lake.checkpoints)
+    model = AlsRecommender(params=params, checkpoint_dir=lake.checkpoints).fit(data)
     counts = data.agg(F.countDistinct(C.USER_IDX).alias("users"), F.countDistinct(C.ITEM_IDX).alias("items"),
                       F.count(F.lit(1)).alias("rows")).first()
     lineage = {
@@ -160,8 +161,8 @@ def _fit_and_save(spark: SparkSession, lake: Lake, data: DataFrame, params: AlsP
         "metrics": headline_metrics(report),
     }
     model_dir = _model_dir(lake, model_version)
-    save_model(trained, model_dir, user_ids=data.select(C.USER_ID, C.USER_IDX).distinct(),
-               item_ids=data.select(C.ITEM_ID, C.ITEM_IDX).distinct(), info=lineage)
+    save_bundle(model, model_dir, user_ids=data.select(C.USER_ID, C.USER_IDX).distinct(),
+                item_ids=data.select(C.ITEM_ID, C.ITEM_IDX).distinct(), info={"params": asdict(params), **lineage})
     write_model_report(spark, model_dir, report, lineage=lineage, params=params)
     return lineage
 

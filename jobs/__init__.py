@@ -1,4 +1,6 @@
-"""Thin entry points: each job parses flags, builds the session, reads, calls library code, writes.
+"""Thin entry points: each job parses its flags, builds the session, calls one ``flow`` function, prints the result.
 
-Every job runs as ``python -m jobs.<name>``, as ``spark-submit jobs/<name>.py`` and as a SparkApplication.
+Every job runs as ``python -m jobs.<name>``, as ``spark-submit jobs/<name>.py`` and as a SparkApplication. May
+import everything else; never another job. ``cli`` (shared flags), ``spark_session`` (the session factory),
+``package_code``, ``delta_jars`` and ``python_worker_daemon`` are the jobs' support, not jobs.
 """

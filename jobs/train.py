@@ -2,7 +2,7 @@
 
     python -m jobs.train --lake ./lake --rank 32 --reg-param 0.1 --alpha 10 --max-iter 15 [--tune] [--no-evaluate]
 
-Writes <lake>/models/<model_version>/ (ALS factors, the id maps used, params.json, report.html) and appends one
+Writes <lake>/models/<model_version>/ (a models.bundle: factors, id maps, params.json; and report.html) and appends one
 row to meta/model_runs (model version, params, training table version, code version, counts, metrics). The mode
 (implicit or explicit) follows the training table: a `weight` column means implicit, a `rating` column explicit.
 

@@ -1,4 +1,4 @@
-"""ALS training, tuning, evaluation metrics, top-N scoring and baselines. May import transforms.
+"""ALS training, tuning, evaluation metrics, top-N scoring and baselines. May import transforms and lake.
 
 Every model implements models.base.Recommender (fit / recommend / similar_items / save / load);
 :func:`load_recommender` opens any saved one.

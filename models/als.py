@@ -6,7 +6,6 @@ directory (we always set one); NaN factors are an error, never a silent NaN scor
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 
@@ -15,9 +14,9 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lake import fs, jvm
+from lake import jvm
 from models import als_blas
-from models.base import FactorRecommender, NotFittedError, read_model_file, write_model_file
+from models.base import FactorRecommender
 from transforms import columns as C
 
 
@@ -163,44 +162,11 @@ def _raise_on_nan(trained: TrainedAls) -> None:
         raise NaNFactorsError(f"{n} {name} factor vectors contain NaN with params {asdict(trained.params)}")
 
 
-def save_model(trained: TrainedAls, model_dir: str, *, user_ids: DataFrame, item_ids: DataFrame, info: dict) -> None:
-    """model_dir/{als, user_ids, item_ids, params.json}: factors, the id maps used, params and lineage."""
-    trained.model.write().overwrite().save(f"{model_dir}/als")
-    user_ids.write.mode("overwrite").parquet(f"{model_dir}/user_ids")
-    item_ids.write.mode("overwrite").parquet(f"{model_dir}/item_ids")
-    doc = {"params": asdict(trained.params), **info}
-    fs.write_bytes(trained.model.userFactors.sparkSession, f"{model_dir}/params.json",
-                   json.dumps(doc, indent=2, default=str).encode("utf-8"))
-
-
-@dataclass
-class LoadedModel:
-    model_dir: str
-    user_factors: DataFrame  # user_idx, features
-    item_factors: DataFrame  # item_idx, features
-    user_ids: DataFrame  # user_id, user_idx
-    item_ids: DataFrame  # item_id, item_idx
-    info: dict
-
-
-def load_model(spark: SparkSession, model_dir: str) -> LoadedModel:
-    model = ALSModel.load(f"{model_dir}/als")
-    info = json.loads(fs.read_text(spark, f"{model_dir}/params.json"))
-    return LoadedModel(
-        model_dir,
-        model.userFactors.withColumnRenamed("id", C.USER_IDX),
-        model.itemFactors.withColumnRenamed("id", C.ITEM_IDX),
-        spark.read.parquet(f"{model_dir}/user_ids"),
-        spark.read.parquet(f"{model_dir}/item_ids"),
-        info,
-    )
-
-
 class AlsRecommender(FactorRecommender):
     """Spark ALS behind the shared recommender interface (models.base): implicit or explicit by ``params``.
 
-    ``fit`` runs :func:`fit_als` (checkpointed, NaN-checked); ``save`` keeps Spark's own ALSModel format under
-    ``path/als``, next to the interface's recommender.json.
+    ``fit`` runs :func:`fit_als` (checkpointed, NaN-checked); ``save`` and ``load`` use the interface's layout
+    (models.base: the factors as Parquet beside recommender.json), like every other model.
     """
 
     name = "als"
@@ -209,7 +175,6 @@ class AlsRecommender(FactorRecommender):
         super().__init__()
         self.params = params or AlsParams()
         self.checkpoint_dir = checkpoint_dir
-        self.trained: TrainedAls | None = None
 
     def config(self) -> dict:
         return {"params": asdict(self.params), "checkpoint_dir": self.checkpoint_dir}
@@ -218,30 +183,15 @@ class AlsRecommender(FactorRecommender):
         if not self.checkpoint_dir:
             raise ValueError("ALS needs checkpoint_dir: without it checkpointInterval is ignored and long runs "
                              "overflow the lineage (apache/spark#5076)")
-        self.trained = fit_als(training, self.params, checkpoint_dir=self.checkpoint_dir)
-        self._user_factors = self.trained.user_factors
-        self._item_factors = self.trained.item_factors
+        trained = fit_als(training, self.params, checkpoint_dir=self.checkpoint_dir)
+        self._user_factors = trained.user_factors
+        self._item_factors = trained.item_factors
         self._remember_training(training)
         return self
 
-    def save(self, path: str) -> None:
-        if self.trained is None:
-            raise NotFittedError("als: nothing to save, call fit() or load() first")
-        self.trained.model.write().overwrite().save(f"{path}/als")
-        write_model_file(self.trained.model.userFactors.sparkSession, path,
-                         {"class": type(self).__name__, "config": self.config()})
-
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> "AlsRecommender":
-        doc = read_model_file(spark, path)
-        if doc["class"] != cls.__name__:
-            raise TypeError(f"{path} holds a {doc['class']}, not an {cls.__name__}: use models.load_recommender")
-        config = doc["config"]
-        model = cls(params=AlsParams(**config["params"]), checkpoint_dir=config.get("checkpoint_dir"))
-        model.trained = TrainedAls(ALSModel.load(f"{path}/als"), model.params)
-        model._user_factors = model.trained.user_factors
-        model._item_factors = model.trained.item_factors
-        return model
+    def from_config(cls, config: dict) -> "AlsRecommender":
+        return cls(params=AlsParams(**config["params"]), checkpoint_dir=config.get("checkpoint_dir"))
 
 
 class BiasedAlsRecommender(FactorRecommender):
@@ -267,16 +217,8 @@ class BiasedAlsRecommender(FactorRecommender):
                 "reg_item": self.reg_item}
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> "BiasedAlsRecommender":
-        doc = read_model_file(spark, path)
-        if doc["class"] != cls.__name__:
-            raise TypeError(f"{path} holds a {doc['class']}, not a {cls.__name__}: use models.load_recommender")
-        config = dict(doc["config"])
-        config["params"] = AlsParams(**config["params"])
-        model = cls(**config)
-        model._user_factors = spark.read.parquet(f"{path}/user_factors")
-        model._item_factors = spark.read.parquet(f"{path}/item_factors")
-        return model
+    def from_config(cls, config: dict) -> "BiasedAlsRecommender":
+        return cls(**{**config, "params": AlsParams(**config["params"])})
 
     def fit(self, training: DataFrame) -> "BiasedAlsRecommender":
         from models.baseline import BiasBaseline

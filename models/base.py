@@ -146,11 +146,16 @@ class FactorRecommender(Recommender):
         write_model_file(self.user_factors.sparkSession, path, {"class": type(self).__name__, "config": self.config()})
 
     @classmethod
+    def from_config(cls, config: dict) -> "FactorRecommender":
+        """A new, unfitted model from what ``config()`` returned (as JSON)."""
+        return cls(**config)
+
+    @classmethod
     def load(cls, spark: SparkSession, path: str) -> "FactorRecommender":
         doc = read_model_file(spark, path)
         if doc["class"] != cls.__name__:
             raise TypeError(f"{path} holds a {doc['class']}, not a {cls.__name__}: use models.load_recommender")
-        model = cls(**doc["config"])
+        model = cls.from_config(doc["config"])
         model._user_factors = spark.read.parquet(f"{path}/user_factors")
         model._item_factors = spark.read.parquet(f"{path}/item_factors")
         return model

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from jobs import train, tune
 from lake import tables
 from lake.registry import Lake
-from models.als import load_model
+from models.bundle import load_bundle
 from conftest import two_group_ratings
 from transforms import columns as C
 
@@ -45,7 +45,7 @@ def test_train_with_tuning_records_lineage_metrics_and_a_report(spark, tmp_path)
     assert tuned.count() == 2  # one configuration x 2 folds
     best = tuned.where("is_best").first()
     assert (params["rank"], params["reg_param"]) == (best["rank"], best["reg_param"])
-    model = load_model(spark, summary["model_dir"])
+    model = load_bundle(spark, summary["model_dir"])
     assert model.user_factors.count() == 24  # refit on all data: every user has factors
     assert model.info["metrics"]["als"]["ndcg@5"] == metrics["als"]["ndcg@5"]
     html = (tmp_path / "lake" / "models" / "m1" / "report.html").read_text()

@@ -11,7 +11,7 @@ from jobs import generate_logs, nightly, publish, score
 from lake import tables
 from lake.registry import Lake
 from models import parquet_direct
-from models.als import load_model
+from models.bundle import load_bundle
 from serving import snapshot
 from transforms import columns as C
 
@@ -50,7 +50,7 @@ def republish(spark, lake):
 
 def test_recommendations_equal_a_brute_force_over_the_saved_factors(spark, lake):
     meta = model_run(spark, lake, VERSION)
-    model = load_model(spark, meta["model_dir"])
+    model = load_bundle(spark, meta["model_dir"])
     users = {r[C.USER_IDX]: np.array(r[C.FEATURES], np.float64) for r in model.user_factors.collect()}
     items = {r[C.ITEM_IDX]: np.array(r[C.FEATURES], np.float64) for r in model.item_factors.collect()}
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
@@ -73,7 +73,7 @@ def test_the_jobs_inputs_are_read_from_their_files_and_through_spark_alike(spark
     """The saved model's item factors and the training table at the model's version are plain Parquet scans: the
     driver reads them itself. --read-through-spark collects them through Spark and writes the same rows."""
     meta = model_run(spark, lake, VERSION)
-    model = load_model(spark, meta["model_dir"])
+    model = load_bundle(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
     assert parquet_direct.parquet_source(model.item_factors.select(C.ITEM_IDX, C.FEATURES)) is not None
     assert parquet_direct.parquet_source(training.select(C.USER_IDX, C.ITEM_IDX)) is not None
