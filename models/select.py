@@ -272,6 +272,17 @@ def _order_best(cand_vals, cand_cols, count, n, bucket_of, bucket_counts, ordere
             ordered[i] = _sort_key(cand_bits[i], cand_cols[i])
         ordered[:count] = np.sort(ordered[:count])
         return count
+    _place_from_boundary(cand_bits, cand_cols, count, bucket_of, bucket_counts, boundary, kept, ordered)
+    return kept
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _place_from_boundary(cand_bits, cand_cols, count, bucket_of, bucket_counts, boundary, kept, ordered):
+    """_order_best's last phase: write the sort keys of the ``kept`` candidates in buckets ``boundary`` and above
+    into ``ordered[:kept]``, ascending. ``bucket_counts`` holds each bucket's count on entry (its contents are
+    spent on return); the keys are placed bucket by bucket, best bucket first and column order kept within one,
+    then an insertion sort puts each bucket's keys in order."""
+    buckets = bucket_counts.shape[0]
     start = 0
     for b in range(buckets - 1, boundary - 1, -1):  # bucket_counts now holds where each bucket's keys go
         size = bucket_counts[b]
@@ -289,7 +300,6 @@ def _order_best(cand_vals, cand_cols, count, n, bucket_of, bucket_counts, ordere
             ordered[j + 1] = ordered[j]
             j -= 1
         ordered[j + 1] = key
-    return kept
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
