@@ -16,6 +16,7 @@ implicit library's: search a wide log range (1e-3 .. 10).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -181,6 +182,62 @@ def evaluate_fold(model, train: DataFrame, test: DataFrame, *, implicit: bool, k
     return rating_metrics(model.predict(test))
 
 
+def _checked_search(*, model: str, implicit: bool, configs: list[dict], metric: str | None, k: int, folds: int,
+                    test_folds: int | None) -> tuple[str, int]:
+    """(the selection metric, the number of folds scored) of cross_validate's arguments; ValueError when they
+    do not fit together."""
+    if model not in MODELS or (implicit and model != "als"):
+        raise ValueError(f"model must be one of {sorted(MODELS)} ('als_bias' is explicit only), got {model!r}")
+    if not configs:
+        raise ValueError("no configuration to try")
+    metric = metric or (f"ndcg@{k}" if implicit else "rmse")
+    if implicit and metric in ("rmse", "mae"):
+        raise ValueError("implicit models are tuned on a ranking metric, not on RMSE (their scores are not ratings)")
+    test_folds = folds if test_folds is None else test_folds
+    if not 1 <= test_folds <= folds:
+        raise ValueError(f"test_folds must be between 1 and folds ({folds}), got {test_folds}")
+    return metric, test_folds
+
+
+def _scored_folds(data: DataFrame, *, folds: int, test_folds: int, seed: int) -> tuple[list, dict]:
+    """(the first ``test_folds`` of ``folds`` per-user folds as cached train/test sets, the fold statistics);
+    ValueError, with nothing left cached, when a fold has nothing to score."""
+    assigned, fold_stats = splits.assign_user_folds(data, folds=folds, seed=seed)
+    fold_stats["test_folds"] = test_folds
+    fold_sets = [splits.fold_split(assigned, f) for f in range(test_folds)]
+    assigned.unpersist()
+    if any(fs.stats["test_rows"] == 0 for fs in fold_sets):
+        for fs in fold_sets:
+            fs.unpersist()
+        raise ValueError(f"nothing to score: no user has at least {folds} pairs, and users with fewer than the "
+                         f"number of folds are only trained on ({fold_stats['users']} users); use fewer folds")
+    return fold_sets, fold_stats
+
+
+def _fit_and_score(task: tuple[int, int], *, configs: list[dict], base: AlsParams, fold_sets: list,
+                   catalogues: list[int], model: str, checkpoint_dir: str, implicit: bool, k: int, metric: str,
+                   log) -> dict:
+    """One fold score of cross_validate: configuration ``task[0]`` fitted on the training part of fold ``task[1]``
+    and scored on its test part (its factors unpersisted after); ValueError when ``metric`` is not among the scores."""
+    cid, fold = task
+    params = replace(base, **configs[cid])
+    fold_set = fold_sets[fold]
+    t0 = time.time()
+    fitted = MODELS[model](params=params, checkpoint_dir=checkpoint_dir).fit(fold_set.train)
+    fit_seconds = time.time() - t0
+    scores = evaluate_fold(fitted, fold_set.train, fold_set.test, implicit=implicit, k=k,
+                           catalogue_size=catalogues[fold])
+    if metric not in scores:
+        raise ValueError(f"metric {metric!r} is not computed; available: {sorted(scores)}")
+    fitted.user_factors.unpersist()
+    fitted.item_factors.unpersist()
+    row = {"config_id": cid, "fold": fold, **configs[cid], **scores, "fit_seconds": round(fit_seconds, 2)}
+    log(f"  config {cid:>2} fold {fold}  rank {params.rank:>3}  reg {params.reg_param:<8g} "
+        f"alpha {params.alpha:<6g} iter {params.max_iter:>2}  {metric} {scores[metric]:.4f}  "
+        f"fit {fit_seconds:.1f} s")
+    return row
+
+
 def cross_validate(data: DataFrame, configs: list[dict], *, implicit: bool, folds: int = 3, seed: int = 42,
                    k: int = 10, metric: str | None = None, checkpoint_dir: str, parallelism: int = 1,
                    base_params: AlsParams | None = None, model: str = "als", test_folds: int | None = None,
@@ -195,48 +252,15 @@ def cross_validate(data: DataFrame, configs: list[dict], *, implicit: bool, fold
 
     ``model``: "als" (plain ALS) or, explicit only, "als_bias" (ALS on the residuals of the bias baseline).
     """
-    if model not in MODELS or (implicit and model != "als"):
-        raise ValueError(f"model must be one of {sorted(MODELS)} ('als_bias' is explicit only), got {model!r}")
-    if not configs:
-        raise ValueError("no configuration to try")
-    metric = metric or (f"ndcg@{k}" if implicit else "rmse")
-    if implicit and metric in ("rmse", "mae"):
-        raise ValueError("implicit models are tuned on a ranking metric, not on RMSE (their scores are not ratings)")
-    test_folds = folds if test_folds is None else test_folds
-    if not 1 <= test_folds <= folds:
-        raise ValueError(f"test_folds must be between 1 and folds ({folds}), got {test_folds}")
+    metric, test_folds = _checked_search(model=model, implicit=implicit, configs=configs, metric=metric, k=k,
+                                         folds=folds, test_folds=test_folds)
     base = replace(base_params or AlsParams(), implicit=implicit, seed=seed)
     started = time.time()
-    assigned, fold_stats = splits.assign_user_folds(data, folds=folds, seed=seed)
-    fold_stats["test_folds"] = test_folds
-    fold_sets = [splits.fold_split(assigned, f) for f in range(test_folds)]
-    assigned.unpersist()
-    if any(fs.stats["test_rows"] == 0 for fs in fold_sets):
-        for fs in fold_sets:
-            fs.unpersist()
-        raise ValueError(f"nothing to score: no user has at least {folds} pairs, and users with fewer than the "
-                         f"number of folds are only trained on ({fold_stats['users']} users); use fewer folds")
+    fold_sets, fold_stats = _scored_folds(data, folds=folds, test_folds=test_folds, seed=seed)
     catalogues = [fs.train.select(C.ITEM_IDX).distinct().count() for fs in fold_sets]
-
-    def run_one(task):
-        cid, fold = task
-        params = replace(base, **configs[cid])
-        fold_set = fold_sets[fold]
-        t0 = time.time()
-        fitted = MODELS[model](params=params, checkpoint_dir=checkpoint_dir).fit(fold_set.train)
-        fit_seconds = time.time() - t0
-        scores = evaluate_fold(fitted, fold_set.train, fold_set.test, implicit=implicit, k=k,
-                               catalogue_size=catalogues[fold])
-        if metric not in scores:
-            raise ValueError(f"metric {metric!r} is not computed; available: {sorted(scores)}")
-        fitted.user_factors.unpersist()
-        fitted.item_factors.unpersist()
-        row = {"config_id": cid, "fold": fold, **configs[cid], **scores, "fit_seconds": round(fit_seconds, 2)}
-        log(f"  config {cid:>2} fold {fold}  rank {params.rank:>3}  reg {params.reg_param:<8g} "
-            f"alpha {params.alpha:<6g} iter {params.max_iter:>2}  {metric} {scores[metric]:.4f}  "
-            f"fit {fit_seconds:.1f} s")
-        return row
-
+    run_one = functools.partial(_fit_and_score, configs=configs, base=base, fold_sets=fold_sets,
+                                catalogues=catalogues, model=model, checkpoint_dir=checkpoint_dir,
+                                implicit=implicit, k=k, metric=metric, log=log)
     tasks = [(cid, fold) for fold in range(test_folds) for cid in range(len(configs))]
     try:
         if parallelism <= 1:
