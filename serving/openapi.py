@@ -27,7 +27,8 @@ def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _schemas(limits: Limits, n: int | None) -> dict:
+def _request_schemas(limits: Limits, n: int | None) -> dict:
+    """The look-ups: for a user, for an item, a batch of either, and Seldon's request around them."""
     identifier = {"type": "string", "minLength": 1, "maxLength": limits.max_id_chars}
     k = {"type": "integer", "minimum": 1, "description": "how many items to return (default 10, capped at n)"}
     if n is not None:
@@ -59,6 +60,12 @@ def _schemas(limits: Limits, n: int | None) -> dict:
                 "meta": {"type": "object", "description": "Seldon request metadata (puid, tags); not used"},
             },
         },
+    }
+
+
+def _answer_schemas() -> dict:
+    """The answers: to one look-up, to a batch, and Seldon's response around them."""
+    return {
         "LookupAnswer": {
             "type": "object", "required": ["item_ids", "scores", "source", "fallback_count", "model_version"],
             "properties": {
@@ -88,6 +95,12 @@ def _schemas(limits: Limits, n: int | None) -> dict:
                     "tags": {"type": "object", "properties": {"model_version": {"type": "string"}}}}},
             },
         },
+    }
+
+
+def _service_schemas() -> dict:
+    """What the other routes answer: errors, readiness and Seldon's model metadata."""
+    return {
         "Error": {
             "type": "object", "required": ["status"],
             "properties": {"status": {
@@ -115,6 +128,11 @@ def _schemas(limits: Limits, n: int | None) -> dict:
     }
 
 
+def _schemas(limits: Limits, n: int | None) -> dict:
+    """The document's components.schemas, for these limits and a snapshot of ``n`` items a list (None: none yet)."""
+    return {**_request_schemas(limits, n), **_answer_schemas(), **_service_schemas()}
+
+
 def _errors(*codes: int) -> dict:
     text = {
         400: "the request is not a valid look-up; the message names the field and the problem",
@@ -127,10 +145,9 @@ def _errors(*codes: int) -> dict:
     return {str(code): _json(_ref("Error"), text[code]) for code in codes}
 
 
-def openapi_document(limits: Limits, *, n: int | None, model_version: str | None, snapshot_created_at: str | None = None) -> dict:
-    """The document for the service as it is now (``n`` and ``model_version`` are None before the first load)."""
-    served = f"model version `{model_version}` (snapshot created {snapshot_created_at})" if model_version else "no snapshot yet"
-    predict = {
+def _predict_operation(limits: Limits) -> dict:
+    """The look-up operation of every prediction path (each adds its operationId and tags)."""
+    return {
         "summary": "Look up top-k items for a user, similar items for an item, or a batch of either",
         "description": (
             "Every answer holds exactly k items when the snapshot has that many distinct items: the personal (or "
@@ -150,6 +167,11 @@ def openapi_document(limits: Limits, *, n: int | None, model_version: str | None
         }}},
         "responses": {"200": _json(_ref("PredictionResponse"), "the answer"), **_errors(400, 413, 415, 503)},
     }
+
+
+def _paths(limits: Limits) -> dict:
+    """Every route the service answers, by path: the prediction paths, health, metadata and this document."""
+    predict = _predict_operation(limits)
     paths = {}
     for path in PREDICTION_PATHS:
         op_id = "predict" if path == PREDICTION_PATHS[0] else "predict" + path.replace("/", "_").replace(".", "")
@@ -179,6 +201,12 @@ def openapi_document(limits: Limits, *, n: int | None, model_version: str | None
         "summary": "Swagger UI page for this document", "operationId": "docs", "tags": ["metadata"],
         "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
     }}
+    return paths
+
+
+def openapi_document(limits: Limits, *, n: int | None, model_version: str | None, snapshot_created_at: str | None = None) -> dict:
+    """The document for the service as it is now (``n`` and ``model_version`` are None before the first load)."""
+    served = f"model version `{model_version}` (snapshot created {snapshot_created_at})" if model_version else "no snapshot yet"
     return {
         "openapi": "3.0.3",
         "info": {
@@ -188,7 +216,7 @@ def openapi_document(limits: Limits, *, n: int | None, model_version: str | None
         },
         "x-model-version": model_version,
         "x-snapshot-created-at": snapshot_created_at,
-        "paths": paths,
+        "paths": _paths(limits),
         "components": {"schemas": _schemas(limits, n)},
     }
 
