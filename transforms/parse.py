@@ -262,42 +262,27 @@ def _json_fields(lines: DataFrame, keep: list[str], clean: Column) -> tuple[Data
     return parsed, {name: obj[name] for name in EVENT_FIELDS}, malformed
 
 
-def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_seconds: int,
-                       rating_min: float | None, rating_max: float | None, event_types: Iterable[str] | None,
-                       max_value: float | None) -> DataFrame:
-    """Three projections (fields, typed values, reason) so each stays small enough for Spark's code generator."""
-    lo = fmt.rating_min if rating_min is None else rating_min
-    hi = fmt.rating_max if rating_max is None else rating_max
-    top = fmt.max_value if max_value is None else max_value
-    known_types = sorted(set(fmt.event_types if event_types is None else event_types))
-    if not known_types:
-        raise ValueError("event_types is empty: every event would be quarantined as unknown_event_type")
-    keep = _input_columns(lines)
-    raw = F.col(C.RAW)
-    clean = without_trailing_cr(raw)
+def _event_fields(lines: DataFrame, fmt: EventFormat, keep: list[str],
+                  clean: Column) -> tuple[DataFrame, dict[str, Column], Column, str, Column]:
+    """(``lines`` with each line split or parsed once, field name -> text, malformed flag, the reason a malformed
+    line gets, header flag) for the format's file_type; ValueError for an unknown one."""
     if fmt.file_type == "csv":
         lines, fields, malformed = _csv_fields(lines, keep, clean, fmt)
-        malformed_reason = WRONG_FIELD_COUNT
         prefix = ",".join(fmt.columns[:2])
         header = F.lower(F.substring(clean, 1, len(prefix))) == F.lit(prefix)
-    elif fmt.file_type in ("json", "parquet"):
+        return lines, fields, malformed, WRONG_FIELD_COUNT, header
+    if fmt.file_type in ("json", "parquet"):
         lines, fields, malformed = _json_fields(lines, keep, clean)
-        malformed_reason = MALFORMED_JSON
-        header = F.lit(False)
-    else:
-        raise ValueError(f"format {fmt.name}: unknown file_type {fmt.file_type!r} (csv, json or parquet)")
+        return lines, fields, malformed, MALFORMED_JSON, F.lit(False)
+    raise ValueError(f"format {fmt.name}: unknown file_type {fmt.file_type!r} (csv, json or parquet)")
 
-    # 1. the text of each field, blank as null, and the line-level flags
-    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
-    line_reason = (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
-                   .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
-    names = {C.USER_ID: "_u", C.ITEM_ID: "_i", C.EVENT_TYPE: "_t", C.EVENT_TS: "_ts", C.VALUE: "_v", "event_id": "_e"}
-    texts = [(_blank_to_null(fields[f]) if f in fields else F.lit(None).cast("string")).alias(alias)
-             for f, alias in names.items()]
-    step1 = lines.select(*keep, line_reason.alias("_line_reason"), *texts)
 
-    # 2. typed values. event_ts: unix seconds (a number, up to 12 integer digits) or anything Spark casts to a
-    # timestamp (ISO-8601 with or without zone; the session zone, UTC, when it has none).
+def _typed_event_values(step1: DataFrame, keep: list[str]) -> DataFrame:
+    """Step 2 of _parse_event_lines: step 1's columns plus the normalised type (``_type``), the event time
+    (``_event_ts``) and its unix seconds (``_seconds``), and the value as a double (``_value``); null where a text
+    does not parse. The time text is unix seconds (a number, up to 12 integer digits) or anything Spark casts to a
+    timestamp (ISO-8601 with or without zone; the session zone, UTC, when it has none).
+    """
     # Each cast is its own column first, read by the expressions after it (evaluated once per line).
     # A text with ':' is never a number, so ISO times skip the decimal cast: a failed cast costs an exception
     # (about 1.7 us a line, a third of the whole parse when most times are ISO-8601).
@@ -307,7 +292,7 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
     is_number = seconds_dec.isNotNull()
     step1 = step1.select("*", F.when(~is_number, ts_text.try_cast("timestamp")).alias("_iso_ts"))
     iso_ts = F.col("_iso_ts")
-    step2 = step1.select(
+    return step1.select(
         *keep, "_line_reason", "_u", "_i", "_t", "_ts", "_v", "_e",
         normalise_event_type(F.col("_t")).alias("_type"),
         F.when(is_number, F.timestamp_micros((seconds_dec * F.lit(1_000_000)).cast("long")))
@@ -316,12 +301,14 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
         F.col("_v").try_cast("double").alias("_value"),
     )
 
-    # 3. the first reason that applies
+
+def _event_reason(known_types: list[str], *, lo: float, hi: float, top: float, max_event_ts_seconds: int) -> Column:
+    """Step 3 of _parse_event_lines: the first reason that applies to a row of step 2 (null when it is good)."""
     value, value_text = F.col("_value"), F.col("_v")
     value_unparsed = value_text.isNotNull() & (value.isNull() | F.isnan(value))
     is_rating = F.col("_type") == F.lit(C.RATING_EVENT)
     seconds = F.col("_seconds")
-    reason = (
+    return (
         F.when(F.col("_line_reason").isNotNull(), F.col("_line_reason"))
         .when(F.col("_u").isNull(), F.lit(MISSING_USER_ID))
         .when(F.col("_i").isNull(), F.lit(MISSING_ITEM_ID))
@@ -335,6 +322,34 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
         .when(value_unparsed, F.lit(BAD_VALUE))
         .when((value < 0) | (value > F.lit(float(top))), F.lit(VALUE_OUT_OF_RANGE))
     )
+
+
+def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_seconds: int,
+                       rating_min: float | None, rating_max: float | None, event_types: Iterable[str] | None,
+                       max_value: float | None) -> DataFrame:
+    """Three projections (fields, typed values, reason) so each stays small enough for Spark's code generator."""
+    lo = fmt.rating_min if rating_min is None else rating_min
+    hi = fmt.rating_max if rating_max is None else rating_max
+    top = fmt.max_value if max_value is None else max_value
+    known_types = sorted(set(fmt.event_types if event_types is None else event_types))
+    if not known_types:
+        raise ValueError("event_types is empty: every event would be quarantined as unknown_event_type")
+    keep = _input_columns(lines)
+    raw = F.col(C.RAW)
+    clean = without_trailing_cr(raw)
+    lines, fields, malformed, malformed_reason, header = _event_fields(lines, fmt, keep, clean)
+
+    # 1. the text of each field, blank as null, and the line-level flags
+    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
+    line_reason = (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
+                   .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
+    names = {C.USER_ID: "_u", C.ITEM_ID: "_i", C.EVENT_TYPE: "_t", C.EVENT_TS: "_ts", C.VALUE: "_v", "event_id": "_e"}
+    texts = [(_blank_to_null(fields[f]) if f in fields else F.lit(None).cast("string")).alias(alias)
+             for f, alias in names.items()]
+    step1 = lines.select(*keep, line_reason.alias("_line_reason"), *texts)
+    # 2. typed values; 3. the first reason that applies
+    step2 = _typed_event_values(step1, keep)
+    reason = _event_reason(known_types, lo=lo, hi=hi, top=top, max_event_ts_seconds=max_event_ts_seconds)
     step3 = step2.select(*keep, "_u", "_i", "_type", "_value", "_event_ts", "_e", reason.alias(C.REASON))
     ok = F.col(C.REASON).isNull()
     return step3.select(
