@@ -67,7 +67,7 @@ def score(spark: SparkSession, lake: Lake, options: ScoreOptions) -> dict:
     model = load_bundle(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
 
-    top = recommend_top_n(model.user_factors, model.item_factors, training.select(C.USER_IDX, C.ITEM_IDX),
+    top = recommend_top_n(model.model.user_factors, model.model.item_factors, training.select(C.USER_IDX, C.ITEM_IDX),
                           n=options.n, direct_read=options.direct_read, **options.kernel)
     recs = (
         top.join(model.user_ids, on=C.USER_IDX).join(model.item_ids, on=C.ITEM_IDX)
@@ -122,7 +122,7 @@ def write_similar_items(spark: SparkSession, lake: Lake, options: ScoreOptions, 
     if n < 1:
         raise ValueError(f"--similar-n must be >= 1, got {n}")
     if options.similar == "als":
-        similar = similar_items_als(model.item_factors, n=n, **options.kernel)
+        similar = similar_items_als(model.model.item_factors, n=n, **options.kernel)
     else:
         similar = similar_items_cooccurrence(training, n=n, measure=options.cooccurrence_measure,
                                              max_items_per_user=options.max_items_per_user,

@@ -32,14 +32,6 @@ class ModelBundle:
     item_ids: DataFrame  # item_id, item_idx
     info: dict  # the lineage (params.json)
 
-    @property
-    def user_factors(self) -> DataFrame:
-        return self.model.user_factors
-
-    @property
-    def item_factors(self) -> DataFrame:
-        return self.model.item_factors
-
 
 def save_bundle(model: FactorRecommender, model_dir: str, *, user_ids: DataFrame, item_ids: DataFrame,
                 info: dict) -> None:

@@ -46,7 +46,7 @@ def test_train_with_tuning_records_lineage_metrics_and_a_report(spark, tmp_path)
     best = tuned.where("is_best").first()
     assert (params["rank"], params["reg_param"]) == (best["rank"], best["reg_param"])
     model = load_bundle(spark, summary["model_dir"])
-    assert model.user_factors.count() == 24  # refit on all data: every user has factors
+    assert model.model.user_factors.count() == 24  # refit on all data: every user has factors
     assert model.info["metrics"]["als"]["ndcg@5"] == metrics["als"]["ndcg@5"]
     html = (tmp_path / "lake" / "models" / "m1" / "report.html").read_text()
     assert "<svg" in html and "Lineage" in html

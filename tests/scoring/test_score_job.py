@@ -51,8 +51,8 @@ def republish(spark, lake):
 def test_recommendations_equal_a_brute_force_over_the_saved_factors(spark, lake):
     meta = model_run(spark, lake, VERSION)
     model = load_bundle(spark, meta["model_dir"])
-    users = {r[C.USER_IDX]: np.array(r[C.FEATURES], np.float64) for r in model.user_factors.collect()}
-    items = {r[C.ITEM_IDX]: np.array(r[C.FEATURES], np.float64) for r in model.item_factors.collect()}
+    users = {r[C.USER_IDX]: np.array(r[C.FEATURES], np.float64) for r in model.model.user_factors.collect()}
+    items = {r[C.ITEM_IDX]: np.array(r[C.FEATURES], np.float64) for r in model.model.item_factors.collect()}
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
     seen = {(r[C.USER_ID], r[C.ITEM_ID]) for r in training.select(C.USER_ID, C.ITEM_ID).collect()}
     user_id = {r[C.USER_IDX]: r[C.USER_ID] for r in model.user_ids.collect()}
@@ -75,7 +75,7 @@ def test_the_jobs_inputs_are_read_from_their_files_and_through_spark_alike(spark
     meta = model_run(spark, lake, VERSION)
     model = load_bundle(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
-    assert parquet_direct.parquet_source(model.item_factors.select(C.ITEM_IDX, C.FEATURES)) is not None
+    assert parquet_direct.parquet_source(model.model.item_factors.select(C.ITEM_IDX, C.FEATURES)) is not None
     assert parquet_direct.parquet_source(training.select(C.USER_IDX, C.ITEM_IDX)) is not None
 
     def recommendations():
