@@ -45,7 +45,7 @@ class ScoreOptions:
     cooccurrence_measure: str = "cosine"  # cooccurrence: one of models.similar.COOCCURRENCE_MEASURES
     max_items_per_user: int = DEFAULT_MAX_ITEMS_PER_USER  # cooccurrence: most recent items kept per user
     min_cooccurrence: int = 1  # cooccurrence: drop pairs with fewer users in common
-    gemm: str = "auto"  # who computes the score blocks: one of models.topn.GEMM_BACKENDS
+    gemm: str = "auto"  # who computes the score blocks: one of models.select.GEMM_BACKENDS
     block_bytes: int = DEFAULT_BLOCK_BYTES  # bound on one block's score matrix in a Python worker
     item_budget_bytes: int = DEFAULT_ITEM_BUDGET_BYTES  # item factors up to this size are broadcast whole
     direct_read: bool = True  # read plain local Parquet inputs with pyarrow (False: everything through Spark)
@@ -64,18 +64,19 @@ def score(spark: SparkSession, lake: Lake, options: ScoreOptions) -> dict:
     model_version = options.model_version or latest_model_version(spark, lake)
     where = version_predicate(model_version)
     meta = model_run(spark, lake, model_version)
-    model = load_bundle(spark, meta["model_dir"])
+    bundle = load_bundle(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
 
-    top = recommend_top_n(model.model.user_factors, model.model.item_factors, training.select(C.USER_IDX, C.ITEM_IDX),
-                          n=options.n, direct_read=options.direct_read, **options.kernel)
+    top = recommend_top_n(bundle.model.user_factors, bundle.model.item_factors,
+                          training.select(C.USER_IDX, C.ITEM_IDX), n=options.n, direct_read=options.direct_read,
+                          **options.kernel)
     recs = (
-        top.join(model.user_ids, on=C.USER_IDX).join(model.item_ids, on=C.ITEM_IDX)
+        top.join(bundle.user_ids, on=C.USER_IDX).join(bundle.item_ids, on=C.ITEM_IDX)
         .select(F.lit(model_version).alias(C.MODEL_VERSION), C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE)
     )
     tables.overwrite(recs, lake.user_recommendations, partition_by=[C.MODEL_VERSION], replace_where=where)
     rec_rows = tables.last_metrics(spark, lake.user_recommendations).get("numOutputRows", 0)
-    similar_rows = write_similar_items(spark, lake, options, model, training, model_version)
+    similar_rows = write_similar_items(spark, lake, options, bundle, training, model_version)
     popular_rows, recent_rows = write_popular_items(spark, lake, options, training, model_version)
 
     stats = (tables.read(spark, lake.user_recommendations).where(where)
@@ -111,7 +112,7 @@ def write_popular_items(spark: SparkSession, lake: Lake, options: ScoreOptions, 
     return tables.read(spark, lake.popular_items).where(where).count(), recent_rows
 
 
-def write_similar_items(spark: SparkSession, lake: Lake, options: ScoreOptions, model: ModelBundle,
+def write_similar_items(spark: SparkSession, lake: Lake, options: ScoreOptions, bundle: ModelBundle,
                         training: DataFrame, model_version: str) -> int:
     """Replace this version's rows of gold/similar_items (or remove them with similar="none"); rows written."""
     where = version_predicate(model_version)
@@ -122,12 +123,12 @@ def write_similar_items(spark: SparkSession, lake: Lake, options: ScoreOptions, 
     if n < 1:
         raise ValueError(f"--similar-n must be >= 1, got {n}")
     if options.similar == "als":
-        similar = similar_items_als(model.model.item_factors, n=n, **options.kernel)
+        similar = similar_items_als(bundle.model.item_factors, n=n, **options.kernel)
     else:
         similar = similar_items_cooccurrence(training, n=n, measure=options.cooccurrence_measure,
                                              max_items_per_user=options.max_items_per_user,
                                              min_count=options.min_cooccurrence)
-    ids = model.item_ids
+    ids = bundle.item_ids
     other = ids.select(F.col(C.ITEM_IDX).alias(SIMILAR_ITEM_IDX), F.col(C.ITEM_ID).alias(SIMILAR_ITEM_ID))
     rows = (
         similar.join(ids, on=C.ITEM_IDX).join(other, on=SIMILAR_ITEM_IDX)

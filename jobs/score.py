@@ -23,7 +23,7 @@ from flow.score import DEFAULT_N, SIMILAR_METHODS, ScoreOptions, score
 from jobs.cli import lake_parser, print_json, run_job
 from lake.registry import Lake
 from models.similar import COOCCURRENCE_MEASURES
-from models.topn import GEMM_BACKENDS
+from models.select import GEMM_BACKENDS
 
 
 def build_parser():

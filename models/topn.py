@@ -29,8 +29,6 @@ from pyspark.sql import functions as F
 
 from lake import jvm
 from models import parquet_direct
-# re-exported: the score job's --gemm choices
-from models.select import GEMM_BACKENDS as GEMM_BACKENDS
 from models.select import (MAX_BLOCK_USERS, BlockScorer, SeenIndex, check_gemm, factor_matrix, factors_from_arrow,
                            list_lengths_and_values, resolve_gemm)
 from transforms import columns as C
