@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from jobs import generate_logs
+from flow import generate_logs as synthetic
 
 SETTINGS = dict(events=3000, users=300, items=120, clusters=4, in_cluster=0.85, start_date="2024-03-04", days=14,
                 session_length=6, user_zipf=0.8, item_zipf=1.0, late_rate=0.0, fault_rate=0.0, duplicate_rate=0.0,
@@ -15,16 +15,16 @@ SETTINGS = dict(events=3000, users=300, items=120, clusters=4, in_cluster=0.85, 
 
 @pytest.fixture(scope="module")
 def clean_lines(spark):
-    rows = generate_logs.event_rows(spark, seed=5, **SETTINGS).collect()
+    rows = synthetic.event_rows(spark, seed=5, **SETTINGS).collect()
     return [r["value"].split(",") for r in rows]
 
 
 def test_same_seed_same_lines_other_seed_other_lines(spark):
     settings = {**SETTINGS, "fault_rate": 0.05, "duplicate_rate": 0.02, "near_duplicate_rate": 0.02,
                 "bot_users": 1, "bot_events": 50, "events": 500}
-    first = [tuple(r) for r in generate_logs.event_rows(spark, seed=3, **settings).collect()]
-    again = [tuple(r) for r in generate_logs.event_rows(spark, seed=3, **{**settings, "files": 3}).collect()]
-    other = [tuple(r) for r in generate_logs.event_rows(spark, seed=4, **settings).collect()]
+    first = [tuple(r) for r in synthetic.event_rows(spark, seed=3, **settings).collect()]
+    again = [tuple(r) for r in synthetic.event_rows(spark, seed=3, **{**settings, "files": 3}).collect()]
+    other = [tuple(r) for r in synthetic.event_rows(spark, seed=4, **settings).collect()]
     assert sorted(first) == sorted(again)  # the partitioning does not change the content
     assert sorted(first) != sorted(other)
     assert len(first) == 500 + 10 + 10 + 50
@@ -60,7 +60,7 @@ def test_weekends_and_evenings_are_busier(clean_lines):
 
 
 def test_invalid_utf8_lines_are_not_utf8():
-    data = generate_logs.invalid_utf8_lines(n=3, seed=1, start_date="2024-01-01", output_format="csv")
+    data = synthetic.invalid_utf8_lines(n=3, seed=1, start_date="2024-01-01", output_format="csv")
     lines = data.splitlines()
     assert len(lines) == 3
     for line in lines:

@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from flow import ingest as ingest_flow
+from flow import generate_logs as synthetic
 from jobs import build_training, generate_logs, ingest
 from lake import tables
 from lake.registry import Lake
@@ -38,16 +39,16 @@ def generate(spark, settings: dict, output: str) -> None:
 
 def truth(spark, settings: dict) -> dict:
     """What ingest must report for a generated log: loaded, duplicates and quarantined by reason."""
-    labels = {r["label"]: r["count"] for r in generate_logs.event_rows(spark, **settings).groupBy("label").count().collect()}
+    labels = {r["label"]: r["count"] for r in synthetic.event_rows(spark, **settings).groupBy("label").count().collect()}
     quarantined = {parse.INVALID_UTF8: UTF8_LINES}
-    for fault, reason in generate_logs.EVENT_FAULTS.items():
+    for fault, reason in synthetic.EVENT_FAULTS.items():
         reason = reason[settings["output_format"]] if isinstance(reason, dict) else reason
         if labels.get(fault):
             quarantined[reason] = quarantined.get(reason, 0) + labels[fault]
-    if labels.get(generate_logs.BOT):
-        quarantined[parse.BOT_SUSPECTED] = labels[generate_logs.BOT]
-    return {"loaded": labels[generate_logs.GOOD],
-            "duplicates": labels.get(generate_logs.EXACT_DUPLICATE, 0) + labels.get(generate_logs.NEAR_DUPLICATE, 0),
+    if labels.get(synthetic.BOT):
+        quarantined[parse.BOT_SUSPECTED] = labels[synthetic.BOT]
+    return {"loaded": labels[synthetic.GOOD],
+            "duplicates": labels.get(synthetic.EXACT_DUPLICATE, 0) + labels.get(synthetic.NEAR_DUPLICATE, 0),
             "quarantined_by_reason": quarantined}
 
 
@@ -161,7 +162,7 @@ def test_bronze_keeps_each_row_with_its_file_and_line(spark, landing):
     bronze = tables.read(spark, landing["lake"].bronze)
     run1 = bronze.where(F.col(C.INGEST_RUN_ID) == landing["run1"]["run_id"])
     assert run1.count() == landing["run1"]["read"]
-    one_file = run1.where(~F.col(C.SOURCE_FILE).contains(generate_logs.INVALID_UTF8_FILE)).select(C.SOURCE_FILE).first()[0]
+    one_file = run1.where(~F.col(C.SOURCE_FILE).contains(synthetic.INVALID_UTF8_FILE)).select(C.SOURCE_FILE).first()[0]
     rows = run1.where(F.col(C.SOURCE_FILE) == one_file).orderBy(C.SOURCE_LINE).collect()
     with open(one_file.removeprefix("file:"), encoding="utf-8") as f:
         lines = f.read().splitlines()

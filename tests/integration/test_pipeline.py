@@ -12,6 +12,7 @@ import subprocess
 import pytest
 from pyspark.sql import functions as F
 
+from flow import generate_logs as synthetic
 from jobs import generate_logs, ingest, nightly, publish
 from lake import tables
 from lake.registry import Lake
@@ -49,7 +50,7 @@ def test_ingest_accounts_for_every_line(pipeline):
     assert s["read"] == 9000 + 180
     assert s["quarantined"] > 0 and s["duplicates"] > 0
     assert s["read"] == s["headers"] + s["loaded"] + s["duplicates"] + s["quarantined"]
-    assert set(s["quarantined_by_reason"]) <= set(generate_logs.FAULT_KINDS)
+    assert set(s["quarantined_by_reason"]) <= set(synthetic.FAULT_KINDS)
 
 
 def test_reingesting_the_same_files_adds_nothing(spark, pipeline):
