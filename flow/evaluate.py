@@ -27,7 +27,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from flow.ingest import FUTURE_TOLERANCE_S, read_rows
+from flow.ingest import FUTURE_TOLERANCE_S, ROW_ID, read_rows
 from flow.tune import TuneOptions, protocol_tuning, store_fold_scores
 from lake.fs import list_input_files
 from models.als import AlsParams
@@ -65,7 +65,7 @@ def read_input(spark: SparkSession, pattern: str, fmt_name: str) -> tuple[DataFr
     parsed = parse.parse_lines(lines, fmt, max_event_ts_seconds=int(time.time()) + FUTURE_TOLERANCE_S)
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
     reasons = {str(r[C.REASON]): r["count"] for r in parsed.groupBy(C.REASON).count().collect()}
-    return parse.valid_events(parsed), reasons
+    return parse.valid_events(parsed, order_col=ROW_ID), reasons
 
 
 def build_pairs(events: DataFrame, *, explicit: bool, min_rating: float | None) -> DataFrame:

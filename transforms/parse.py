@@ -166,13 +166,6 @@ def parse_lines(lines: DataFrame, fmt, *, max_event_ts_seconds: int, rating_min:
                                     rating_max=rating_max)
 
 
-def parse_rating_lines(lines: DataFrame, fmt, *, max_event_ts_seconds: int,
-                       rating_min: float | None = None, rating_max: float | None = None, **event_options) -> DataFrame:
-    """The original entry point (rating files), kept for callers; it accepts event formats too (see parse_lines)."""
-    return parse_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
-                       rating_max=rating_max, **event_options)
-
-
 def _parse_rating_file_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_ts_seconds: int,
                              rating_min: float | None, rating_max: float | None) -> DataFrame:
     # Three projections on purpose: each field is split, trimmed and cast once, and the reason chain reads the
@@ -388,16 +381,6 @@ def with_event_date(events: DataFrame) -> DataFrame:
     )
 
 
-def dedupe_events(events: DataFrame, *, order_by: list[str] | None = None) -> DataFrame:
-    """One row per event_id. With ``order_by`` the first row in that order is kept (deterministic provenance);
-    without it, any one of the identical-key rows (dropDuplicates)."""
-    if not order_by:
-        return events.dropDuplicates([C.EVENT_ID])
-    others = [c for c in events.columns if c != C.EVENT_ID]
-    first = F.min_by(F.struct(*others), F.struct(*order_by))
-    return events.groupBy(C.EVENT_ID).agg(first.alias("_first")).select(C.EVENT_ID, "_first.*")
-
-
 def with_good_event_id(parsed: DataFrame) -> DataFrame:
     """``parsed`` with ``event_id`` on the good rows (null on rejected ones, where the hash is never computed)."""
     keyed = with_event_id(parsed)
@@ -435,15 +418,13 @@ def drop_later_copies(keyed: DataFrame, dup_keys: DataFrame, *, order_col: str, 
     return joined.where(F.col(FIRST_COPY).isNull() | (F.col(order_col) == F.col(FIRST_COPY))).drop(FIRST_COPY)
 
 
-def valid_events(parsed: DataFrame, *, order_by: list[str] | None = None) -> DataFrame:
-    """Good rows only, typed, keyed, deduplicated within the batch, with their date columns."""
-    return (
-        parsed.where(F.col(C.REASON).isNull())
-        .drop(C.REASON, C.RAW)
-        .transform(with_event_id)
-        .transform(lambda df: dedupe_events(df, order_by=order_by))
-        .transform(with_event_date)
-    )
+def valid_events(parsed: DataFrame, *, order_col: str) -> DataFrame:
+    """Good rows only, typed, keyed, with their date columns, and of each event key only the copy with the
+    smallest ``order_col`` (unique per row, e.g. the read order): the same duplicate search as ingest's."""
+    keyed = parsed.where(F.col(C.REASON).isNull()).drop(C.REASON, C.RAW).transform(with_event_id)
+    first_copies = drop_later_copies(keyed, duplicate_keys(keyed, order_col=order_col), order_col=order_col,
+                                     broadcast=False)
+    return first_copies.transform(with_event_date)
 
 
 def rejected_rows(parsed: DataFrame) -> DataFrame:

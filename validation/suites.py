@@ -99,7 +99,7 @@ def _not_after(column: str, latest: dt.datetime) -> gxe.Expectation:
 
 
 def raw_lines_frame(parsed: DataFrame, *, keep: tuple[str, ...] = ()) -> DataFrame:
-    """The parser's output (transforms.parse.parse_rating_lines) reduced to what the raw suite checks.
+    """The parser's output (transforms.parse.parse_lines) reduced to what the raw suite checks.
 
     ``line_status`` says what became of each line: good (loaded), header (counted, skipped) or quarantined.
     ``keep`` adds parser columns, e.g. the raw text, for a frame that example bad lines are drawn from.

@@ -145,7 +145,7 @@ def test_near_duplicates_share_an_event_key(spark):
     df = spark.createDataFrame([(line, "f", i) for i, line in enumerate(lines)],
                                f"{C.RAW} string, {C.SOURCE_FILE} string, pos long")
     parsed = parse.parse_lines(df, parse.get_format("events"), max_event_ts_seconds=NOW_S)
-    events = parse.valid_events(parsed, order_by=[C.SOURCE_FILE, "pos"]).orderBy("pos").collect()
+    events = parse.valid_events(parsed, order_col="pos").orderBy("pos").collect()
     assert [r["pos"] for r in events] == [0, 2, 3]  # the first copy of each event is the one kept
     assert events[2][C.ITEM_ID] == "i9"
 

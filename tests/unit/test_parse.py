@@ -14,7 +14,7 @@ NOW_S = 1_700_000_000
 
 def parsed_rows(spark, lines, fmt="movielens"):
     df = spark.createDataFrame([(line, "f.csv") for line in lines], f"{C.RAW} string, {C.SOURCE_FILE} string")
-    out = parse.parse_rating_lines(df, parse.get_format(fmt), max_event_ts_seconds=NOW_S)
+    out = parse.parse_lines(df, parse.get_format(fmt), max_event_ts_seconds=NOW_S)
     return {r[C.RAW]: r for r in out.collect()}
 
 
@@ -66,9 +66,10 @@ def test_unknown_format_names_the_known_ones():
 
 def test_valid_events_dedupes_replays_and_keys_them(spark):
     lines = ["1,2,3.0,100", "1,2,3.0,100", "1,2,4.0,100", "1,3,3.0,100", "bad"]
-    df = spark.createDataFrame([(line, "f") for line in lines], f"{C.RAW} string, {C.SOURCE_FILE} string")
-    parsed = parse.parse_rating_lines(df, parse.get_format("movielens"), max_event_ts_seconds=NOW_S)
-    events = parse.valid_events(parsed)
+    df = spark.createDataFrame([(line, "f", i) for i, line in enumerate(lines)],
+                               f"{C.RAW} string, {C.SOURCE_FILE} string, pos long")
+    parsed = parse.parse_lines(df, parse.get_format("movielens"), max_event_ts_seconds=NOW_S)
+    events = parse.valid_events(parsed, order_col="pos")
     rows = events.orderBy(C.ITEM_ID, C.VALUE).collect()
     assert [(r[C.ITEM_ID], r[C.VALUE]) for r in rows] == [("2", 3.0), ("2", 4.0), ("3", 3.0)]
     assert len({r[C.EVENT_ID] for r in rows}) == 3
