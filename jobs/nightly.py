@@ -66,7 +66,12 @@ def options(args) -> NightlyOptions:
 
 
 def print_step(name: str, summary: dict) -> None:
-    print(f"== {name}: " + json.dumps(summary, default=str), flush=True)
+    """One line per step with its plain numbers and names (nested parts: see the step's own job)."""
+    def shown(value) -> str:
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    plain = ", ".join(f"{key} {shown(value)}" for key, value in summary.items() if isinstance(value, (str, int, float)))
+    print(f"== {name}: {plain}", flush=True)
 
 
 def run(spark, args) -> dict:
