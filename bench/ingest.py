@@ -82,8 +82,8 @@ def floor_copy(spark, work_dir: Path, input_dir: str) -> dict:
     """Bronze (raw lines, no parse) then silver (typed, partitioned by date, no cleaning): see the module's text."""
     from pyspark.sql import functions as F
 
-    from jobs.ingest import (BRONZE_PROPERTIES, SILVER_PROPERTIES, SILVER_WRITE_CONF, new_table_properties_conf,
-                             session_conf)
+    from flow.ingest import BRONZE_PROPERTIES, SILVER_PROPERTIES, SILVER_WRITE_CONF
+    from lake.tables import new_table_properties_conf, session_conf
     from transforms import columns as C
 
     started, cpu = time.time(), cpu_seconds(spark)
