@@ -167,7 +167,3 @@ def write_model_file(spark: SparkSession, path: str, doc: dict) -> None:
 
 def read_model_file(spark: SparkSession, path: str) -> dict:
     return json.loads(fs.read_text(spark, f"{path}/{MODEL_FILE}"))
-
-
-def factor_frame(spark: SparkSession, rows: list[tuple[int, list[float]]], id_col: str) -> DataFrame:
-    return spark.createDataFrame(rows, f"{id_col} int, {C.FEATURES} array<float>")

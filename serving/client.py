@@ -116,15 +116,6 @@ def _integers_back(answer):
     return answer
 
 
-def lookup_grpc(host: str, grpc_port: int, user_id: str, k: int | None = None, *, timeout: float = 10.0,
-                exclude: list[str] | None = None) -> dict:
-    client = GrpcClient(host, grpc_port)
-    try:
-        return client.predict(lookup_body(user_id, k, exclude=exclude), timeout=timeout)
-    finally:
-        client.close()
-
-
 def health(host: str, http_port: int, *, timeout: float = 2.0) -> tuple[int, dict]:
     """GET /health/status: (200, body) when ready; 503 with the reason while no snapshot is loaded."""
     return _http("GET", f"http://{host}:{http_port}{HEALTH_PATH}", None, timeout)
