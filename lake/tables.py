@@ -89,12 +89,7 @@ def insert_new(spark: SparkSession, df: DataFrame, path: str, *, key: str, parti
     condition = f"t.`{key}` = s.`{key}`"
     if partition_col:
         condition = f"t.`{partition_col}` = s.`{partition_col}` AND " + condition
-    (
-        DeltaTable.forPath(spark, path).alias("t")
-        .merge(df.alias("s"), condition)
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    merge_insert_new(spark, df, path, condition)
     return last_metrics(spark, path).get("numTargetRowsInserted", 0)
 
 
