@@ -15,17 +15,13 @@ if __package__ in (None, ""):  # spark-submit jobs/ingest.py: import the project
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from flow.ingest import ConservationError, ingest, print_summary
-from jobs.cli import add_ingest_options_args, add_lake_arg, base_parser, ingest_options_from_args, run_job
+from jobs.cli import add_ingest_options_args, add_input_args, ingest_options_from_args, lake_parser, run_job
 from lake.registry import Lake
-from transforms import parse
 
 
 def build_parser():
-    parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="a file, a folder (read recursively) or a glob of input files")
-    parser.add_argument("--format", required=True, choices=sorted(parse.FORMATS),
-                        help="; ".join(f"{f.name}: {f.description}" for f in parse.FORMATS.values()))
-    add_lake_arg(parser)
+    parser = lake_parser(__doc__)
+    add_input_args(parser, input_help="a file, a folder (read recursively) or a glob of input files")
     add_ingest_options_args(parser)
     return parser
 
