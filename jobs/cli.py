@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from flow.ingest import DEFAULT_BOT_MAX_EVENTS_PER_DAY, FUTURE_TOLERANCE_S, PARTITION_GRAINS, IngestOptions
+from flow.ingest import DEFAULT_BOT_MAX_EVENTS_PER_DAY, PARTITION_GRAINS, IngestOptions
 from flow.tune import SEARCHES, TuneOptions
 from jobs.spark_session import build_spark
 from models.als import AlsParams
@@ -89,9 +89,9 @@ def add_ingest_options_args(parser: argparse.ArgumentParser) -> None:
                         help="quarantine (bot_suspected) all events of a user-day with more good events than this "
                              f"in one run; 0 = off (default: {DEFAULT_BOT_MAX_EVENTS_PER_DAY:,} for event logs, off "
                              "for rating files)")
-    parser.add_argument("--future-tolerance-hours", type=float, default=FUTURE_TOLERANCE_S / 3600,
+    parser.add_argument("--future-tolerance-hours", type=float, default=IngestOptions.future_tolerance_hours,
                         help="events later than now plus this are quarantined as future_timestamp")
-    parser.add_argument("--progress-every", type=float, default=30.0,
+    parser.add_argument("--progress-every", type=float, default=IngestOptions.progress_every,
                         help="seconds between progress lines on long runs (0: off)")
 
 

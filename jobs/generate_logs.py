@@ -25,7 +25,6 @@ jobs.ingest must give it.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ if __package__ in (None, ""):  # spark-submit jobs/generate_logs.py: import the 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from flow.generate_logs import KINDS, GenerateOptions, generate_logs
-from jobs.cli import base_parser, run_job
+from jobs.cli import base_parser, print_json, run_job
 
 D = GenerateOptions()
 
@@ -80,8 +79,7 @@ def run(spark, args) -> dict:
     else:
         print(f"generate_logs: {summary['lines']:,} lines ({options.users:,} users x {options.items:,} items, "
               f"seed {options.seed}) -> {args.output}")
-    print(json.dumps(summary), file=sys.stderr)
-    return summary
+    return print_json(summary)
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,6 @@ What each step does and why: flow/maintain.py.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,13 +16,12 @@ if __package__ in (None, ""):  # spark-submit jobs/maintain.py: import the proje
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from flow.maintain import SAFE_RETENTION_HOURS, MaintainOptions, maintain, print_table
-from jobs.cli import add_lake_arg, base_parser, comma_list, run_job
+from jobs.cli import comma_list, lake_parser, print_json, run_job
 from lake.registry import Lake
 
 
 def build_parser():
-    parser = base_parser(__doc__.split("\n\n")[0])
-    add_lake_arg(parser)
+    parser = lake_parser(__doc__)
     parser.add_argument("--tables", default=None,
                         help="comma-separated layer/name tables (default: every Delta table in the lake)")
     parser.add_argument("--vacuum-hours", type=float, default=SAFE_RETENTION_HOURS,
@@ -52,8 +50,7 @@ def run(spark, args) -> dict:
     for name, entry in report["tables"].items():
         print_table(name, entry)
     print(f"maintain: {len(report['tables'])} table(s) in {report['seconds']} s")
-    print(json.dumps(report, default=str), file=sys.stderr)
-    return report
+    return print_json(report)
 
 
 def main(argv=None) -> int:
