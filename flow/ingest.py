@@ -24,6 +24,11 @@ What a run does:
    (Delta operationMetrics) and fails with ConservationError if it does not hold;
 7. records the files in meta/ingested_files and the run summary in meta/ingest_runs, and prints the summary.
 
+Every run that reads something leaves a record (flow.runs): before its first commit it appends its row ``started``
+to meta/ingest_runs, and at its end a row ``succeeded`` or ``failed`` (the error in ``run_error``); a run's state
+is its latest row. A run whose process dies keeps only ``started``; ``jobs.runs`` lists it with the rows its
+commits (tagged ``ingest:<run id>``) wrote to each table.
+
 Re-running the same input adds nothing to silver. With ``--incremental`` a re-run reads nothing and commits
 nothing; without it every matched file is read again, silver gains nothing, and bronze and quarantine record the
 re-read rows under the new run id. A run that fails before step 7 leaves its files unrecorded, so the next
@@ -42,6 +47,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from flow import runs
 from flow.progress import Progress
 from lake import tables
 from lake.fs import InputFile, list_input_files
@@ -292,7 +298,9 @@ def ingest(spark, lake: Lake, pattern: str, fmt_name: str, options: IngestOption
         if not run.files:
             run.summary.update(NOTHING_NEW, seconds=round(time.time() - started, 1))
             return run.summary
-        _ingest_files(run, progress)
+        record_run(spark, lake.ingest_runs, run.summary, run.started_at, state=runs.STARTED)
+        with runs.finished(lambda state, error: _record_finish(run, state, error)):
+            _ingest_files(run, progress)
     return run.summary
 
 
@@ -453,21 +461,29 @@ def _summarise(summary: dict, numbers: dict, counted: dict, partition_values: li
 
 def _account_and_record(run: _Run, numbers: dict, changed: list[str], rows_by_file: dict,
                         progress: Progress) -> None:
-    """Check the accounting; record the run (failed or not) and, when it holds, the files read."""
+    """Check the accounting; when it holds, record the files read (the run's finish is recorded by ingest)."""
     summary = run.summary
     try:
         check_conservation(numbers, changed)
     except ConservationError as error:
         summary.update(status="failed: rows not accounted for", problems=error.problems,
                        seconds=round(time.time() - run.started, 1))
-        record_run(run.spark, run.lake.ingest_runs, summary, run.started_at)
         error.summary = summary
         raise
     record_files(run.spark, run.lake.ingested_files, run.files, rows_by_file, run.run_id, run.started_at,
                  summary["format"])
     summary["steps"] = dict(progress.timings)
     summary["seconds"] = round(time.time() - run.started, 1)
-    record_run(run.spark, run.lake.ingest_runs, summary, run.started_at)
+
+
+def _record_finish(run: _Run, state: str, error: str | None) -> None:
+    """Append the run's final row (``state`` succeeded or failed, with ``error``) to meta/ingest_runs."""
+    if state == runs.FAILED and not run.summary["status"].startswith("failed"):
+        run.summary["status"] = "failed"
+    if error is not None:
+        run.summary["error"] = error
+    run.summary.setdefault("seconds", round(time.time() - run.started, 1))
+    record_run(run.spark, run.lake.ingest_runs, run.summary, run.started_at, state=state, error=error)
 
 
 @dataclass(frozen=True)
@@ -528,16 +544,24 @@ def record_files(spark, path: str, files: list[InputFile], rows_by_file: dict, r
     tables.append_tagged(spark, df.coalesce(1), path, tag=f"ingest:{run_id}")
 
 
-def record_run(spark, path: str, summary: dict, started_at: dt.datetime) -> None:
-    row = (summary["run_id"], started_at, float(summary["seconds"]), summary["input"], summary["format"],
-           summary["status"], int(summary["files_new"]), int(summary["read"]), int(summary["headers"]),
-           int(summary["loaded"]), int(summary["duplicates"]), int(summary["quarantined"]),
-           {k: int(v) for k, v in summary["quarantined_by_reason"].items()}, json.dumps(summary, default=str))
-    df = tables.one_row(spark, row, f"{C.INGEST_RUN_ID} string, started_at timestamp, seconds double, input string, "
-                                    "format string, status string, files long, read long, headers long, loaded long, "
-                                    "duplicates long, quarantined long, quarantined_by_reason map<string,long>, "
-                                    "summary string")
-    tables.append_tagged(spark, df, path, tag=f"ingest:{summary['run_id']}")
+INGEST_RUNS_SCHEMA = (f"{C.INGEST_RUN_ID} string, started_at timestamp, seconds double, input string, format string, "
+                      "status string, files long, read long, headers long, loaded long, duplicates long, "
+                      "quarantined long, quarantined_by_reason map<string,long>, summary string")
+RUN_COUNTS = ("files_new", "read", "headers", "loaded", "duplicates", "quarantined")
+
+
+def record_run(spark, path: str, summary: dict, started_at: dt.datetime, *, state: str,
+               error: str | None = None) -> None:
+    """Append the run's row to meta/ingest_runs as flow.runs.record does (``state`` started, succeeded or failed);
+    a started row has status ``started``, and counts the run has not reached are null."""
+    counts = [summary.get(k) for k in RUN_COUNTS]
+    by_reason = summary.get("quarantined_by_reason")
+    status = runs.STARTED if state == runs.STARTED else summary["status"]
+    row = (summary["run_id"], started_at, summary.get("seconds"), summary["input"], summary["format"], status,
+           *[None if v is None else int(v) for v in counts],
+           None if by_reason is None else {k: int(v) for k, v in by_reason.items()}, json.dumps(summary, default=str))
+    runs.record(spark, path, tables.one_row(spark, row, INGEST_RUNS_SCHEMA), state=state, error=error,
+                tag=runs.tag("ingest", summary["run_id"]))
 
 
 def print_summary(summary: dict) -> None:

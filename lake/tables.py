@@ -142,6 +142,19 @@ def commit_metrics(spark: SparkSession, path: str, tag: str, *,
     return int(rows[0]["version"]), {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
 
 
+def tagged_commits(spark: SparkSession, path: str, tags: list[str], *,
+                   depth: int = 1000) -> list[tuple[str, int, str, dict[str, int]]]:
+    """(tag, version, operation, operationMetrics as ints) of every commit of ``path`` among its last ``depth``
+    whose tag (userMetadata) is one of ``tags``, oldest first; empty when ``tags`` is."""
+    if not tags:
+        return []
+    rows = (history(spark, path, depth).where(F.col("userMetadata").isin(list(tags)))
+            .select("userMetadata", "version", "operation", "operationMetrics").orderBy("version").collect())
+    return [(r["userMetadata"], int(r["version"]), r["operation"],
+             {k: int(v) for k, v in (r["operationMetrics"] or {}).items() if str(v).lstrip("-").isdigit()})
+            for r in rows]
+
+
 def new_table_properties_conf(properties: dict[str, str]) -> dict[str, str]:
     """The session settings that give a Delta table created while they are set these ``delta.*`` properties."""
     return {f"spark.databricks.delta.properties.defaults.{k.removeprefix('delta.')}": v for k, v in properties.items()}

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from flow.ingest import FUTURE_TOLERANCE_S, SILVER_COLUMNS, IngestOptions, already_ingested, input_format, read_rows
 from flow.model_runs import latest_model_version, model_run, version_predicate
+from flow.runs import RUN_TABLES, run_states
 from lake import tables
 from lake.fs import list_input_files
 from lake.registry import Lake, local_path
@@ -100,10 +101,11 @@ def _nothing_new(description: str) -> StageChecks:
 
 
 def ingest_run(spark, lake: Lake, run_id: str) -> dict:
-    """The meta/ingest_runs row of ``run_id`` (LATEST_RUN: the newest run) as a dict, its summary JSON parsed."""
+    """The meta/ingest_runs row of ``run_id`` (LATEST_RUN: the newest run) as a dict, its summary JSON parsed: the
+    run's latest row (flow.runs), so a run that died shows as ``started``."""
     path = lake.ingest_runs
     require_table(spark, path, "run jobs.ingest first")
-    runs = tables.read(spark, path)
+    runs = run_states(tables.read(spark, path), RUN_TABLES["ingest"])
     if run_id == LATEST_RUN:
         row = runs.orderBy(F.col("started_at").desc()).first()
     else:
@@ -118,7 +120,7 @@ def ingest_run_checks(spark, lake: Lake, run: dict, *, max_quarantine_rate: floa
     run_id = run[C.INGEST_RUN_ID]
     if run["status"] == "nothing new":
         return _nothing_new(f"ingest run {run_id[:8]} found no new input file: nothing to check")
-    runs = tables.read(spark, run["path"]).where(F.col(C.INGEST_RUN_ID) == run_id)
+    runs = run_states(tables.read(spark, run["path"]), RUN_TABLES["ingest"]).where(F.col(C.INGEST_RUN_ID) == run_id)
     targets = [Target(
         name="raw_input", source=f"{run['path']} ({C.INGEST_RUN_ID} {run_id})", frame=suites.ingest_run_frame(runs),
         expectations=suites.ingest_run_suite(max_quarantine_rate=max_quarantine_rate),

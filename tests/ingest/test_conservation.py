@@ -7,6 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from flow import ingest as ingest_flow
+from flow import runs
 from jobs import ingest
 from lake import tables
 from lake.registry import Lake
@@ -50,8 +51,9 @@ def test_a_row_lost_before_quarantine_fails_the_run_and_the_retry_is_safe(spark,
     monkeypatch.setattr(parse, "rejected_rows", lambda parsed: real(parsed).where(F.col(C.REASON) != parse.EMPTY_LINE))
     with pytest.raises(ingest_flow.ConservationError, match="quarantine got 7 rows but 8 were rejected"):
         ingest.run(spark, ingest.build_parser().parse_args(argv))
-    runs = tables.read(spark, lake.ingest_runs).collect()
-    assert [r["status"] for r in runs] == ["failed: rows not accounted for"]
+    recorded = runs.read_states(spark, lake, "ingest").collect()
+    assert [(r["status"], r[runs.STATE]) for r in recorded] == [("failed: rows not accounted for", "failed")]
+    assert recorded[0][runs.ERROR].startswith("ConservationError: rows not accounted for: quarantine got 7 rows")
     assert not tables.exists(spark, lake.ingested_files)  # the file will be read again
 
     monkeypatch.undo()

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from flow import ingest as ingest_flow
 from flow import generate_logs as synthetic
+from flow import runs
 from jobs import build_training, generate_logs, ingest
 from lake import tables
 from lake.registry import Lake
@@ -121,9 +122,9 @@ def test_every_run_accounts_for_every_row(spark, landing):
         s = landing[name]
         assert s["read"] == s["headers"] + s["loaded"] + s["duplicates"] + s["quarantined"], name
         assert s["quarantined"] == sum(s["quarantined_by_reason"].values()), name
-    runs = tables.read(spark, landing["lake"].ingest_runs)
-    recorded = {r[C.INGEST_RUN_ID]: r for r in runs.collect()}
+    recorded = {r[C.INGEST_RUN_ID]: r for r in runs.read_states(spark, landing["lake"], "ingest").collect()}
     assert set(recorded) == {landing[n]["run_id"] for n in ("run1", "run3", "run4")}  # run2 read nothing
+    assert {r[runs.STATE] for r in recorded.values()} == {runs.SUCCEEDED}
     assert recorded[landing["run1"]["run_id"]]["loaded"] == landing["run1"]["loaded"]
 
 
