@@ -131,6 +131,7 @@ def input_format(fmt_name: str, options: "IngestOptions"):
             fmt = parse.with_columns(fmt, list(options.columns))
     elif options.columns or options.event_types or options.max_value is not None:
         raise ValueError(f"--columns, --event-types and --max-value apply to event logs, not to {fmt_name}")
+    parse.timestamp_floor_seconds(fmt, options.min_event_date)  # a malformed date fails before anything is read
     return fmt
 
 
@@ -239,7 +240,8 @@ class IngestOptions:
 
     ``bot_max_events_per_day`` None means the format's default (DEFAULT_BOT_MAX_EVENTS_PER_DAY for event logs,
     off for rating files); 0 turns the outlier policy off. ``event_types``, ``columns`` and ``max_value`` apply to
-    event logs only (ValueError for rating files).
+    event logs only (ValueError for rating files). ``min_event_date`` (YYYY-MM-DD) None means the format's floor
+    (parse.DEFAULT_MIN_EVENT_DATE for event logs, none for rating files); earlier events are quarantined.
     """
     run_id: str | None = None
     incremental: bool = False
@@ -251,6 +253,7 @@ class IngestOptions:
     max_value: float | None = None
     bot_max_events_per_day: int | None = None
     future_tolerance_hours: float = FUTURE_TOLERANCE_S / 3600
+    min_event_date: str | None = None
     progress_every: float = 30.0
 
 
@@ -367,7 +370,7 @@ def _parse_into_bronze(run: _Run, split_df: DataFrame) -> tuple[int, int, DataFr
     parsed = parse.parse_lines(
         read_rows(spark, run.files, run.fmt), run.fmt,
         max_event_ts_seconds=int(run.started + opts.future_tolerance_hours * 3600),
-        rating_min=opts.rating_min, rating_max=opts.rating_max, **event_options,
+        rating_min=opts.rating_min, rating_max=opts.rating_max, min_event_date=opts.min_event_date, **event_options,
     ).transform(parse.with_good_event_id)
     # a left join: a split the first scan did not see (a file that grew) keeps its rows, and the per-file
     # counts then fail the run instead of losing them

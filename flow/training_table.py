@@ -8,6 +8,9 @@ Volinsky; explicit: the latest rating of each (user, item). An optional minimum-
 every remaining user and item meets it, so the ids, the training table and the model all see the same rows.
 New users and items get new integer ids appended to silver/user_ids and silver/item_ids; ids that exist never
 change (a user dropped by the filter keeps an id it already had). gold/training is replaced atomically.
+
+Pairs whose user or item id breaks the id contract (serving.ids; silver rows ingested before it was enforced) are
+left out before anything else, and counted in the summary (``refused_ids``): the service could not serve them.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from flow.model_runs import NoModelError
 from lake import tables
 from lake.registry import Lake
 from transforms import columns as C
-from transforms import ids, kcore, training
+from transforms import id_rules, ids, kcore, training
 
 MODES = ("implicit", "explicit")
+_IDS_KEPT = "_ids_kept"
 
 
 class EmptyInputError(RuntimeError):
@@ -86,31 +90,49 @@ def training_pairs(events: DataFrame, options: TrainingTableOptions) -> DataFram
                                       as_of_ts=options.as_of, min_rating=options.min_rating)
 
 
+def flag_contract_ids(pairs: DataFrame) -> DataFrame:
+    """``pairs`` plus ``_ids_kept``: whether both its user and its item id keep the id contract as stored."""
+    return pairs.withColumn(_IDS_KEPT, id_rules.valid_stored_id(F.col(C.USER_ID))
+                            & id_rules.valid_stored_id(F.col(C.ITEM_ID)))
+
+
+def _count_refused(flagged: DataFrame) -> tuple[int, dict]:
+    """(pairs kept, {"pairs", "events"} refused) of flag_contract_ids' output, in one aggregation."""
+    refused = ~F.col(_IDS_KEPT)
+    row = flagged.agg(F.count(F.when(F.col(_IDS_KEPT), F.lit(1))).alias("kept"),
+                      F.count(F.when(refused, F.lit(1))).alias("pairs"),
+                      F.sum(F.when(refused, F.col(C.N_EVENTS))).alias("events")).first()
+    return row["kept"], {"pairs": row["pairs"], "events": int(row["events"] or 0)}
+
+
 def build_training(spark: SparkSession, lake: Lake, options: TrainingTableOptions) -> dict:
-    """Replace gold/training from the current silver events; returns the summary (versions, counts, k-core)."""
+    """Replace gold/training from the current silver events; returns the summary (versions, counts, k-core, pairs
+    left out for ids that break the id contract)."""
     started = time.time()
     if not tables.exists(spark, lake.silver):
         raise EmptyInputError(f"no silver events at {lake.silver}: run jobs.ingest first")
     silver_version = tables.version(spark, lake.silver)
-    pairs = training_pairs(tables.read(spark, lake.silver, version=silver_version), options)
-    support = None
-    if options.min_user_items > 1 or options.min_item_users > 1:
-        pairs, support = kcore.k_core(pairs, min_user_items=options.min_user_items,
-                                      min_item_users=options.min_item_users, max_iter=options.kcore_max_iter)
-    else:
-        pairs = pairs.cache()
+    flagged = flag_contract_ids(training_pairs(tables.read(spark, lake.silver, version=silver_version),
+                                               options)).cache()
     try:
-        n_pairs = support.rows_after if support else pairs.count()
+        n_pairs, refused = _count_refused(flagged)
+        pairs = flagged.where(F.col(_IDS_KEPT)).drop(_IDS_KEPT)
+        support = None
+        if options.min_user_items > 1 or options.min_item_users > 1:
+            pairs, support = kcore.k_core(pairs, min_user_items=options.min_user_items,
+                                          min_item_users=options.min_item_users, max_iter=options.kcore_max_iter)
+            n_pairs = support.rows_after
         if n_pairs == 0:
             raise EmptyInputError(f"{lake.silver} (version {silver_version}) yields no {options.mode} training rows")
         stats = _write_gold(spark, lake, pairs, options.mode)
     finally:
-        pairs.unpersist()
+        flagged.unpersist()
     return {
         "mode": options.mode,
         "silver_version": silver_version,
         "training_version": tables.version(spark, lake.training),
         "rows": n_pairs,
+        "refused_ids": refused,
         "users": stats["users"],
         "items": stats["items"],
         "min_support": None if support is None else {

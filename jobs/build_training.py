@@ -64,6 +64,10 @@ def run(spark, args) -> dict:
           f"v{summary['training_version']}  {summary['seconds']} s")
     for key in ("rows", "users", "items"):
         print(f"  {key:<8} {summary[key]:>12,}")
+    refused = summary["refused_ids"]
+    if refused["pairs"]:
+        print(f"  left out {refused['pairs']:,} (user, item) pair(s) from {refused['events']:,} silver event(s) whose "
+              "ids break the id contract (serving.ids)")
     support = summary["min_support"]
     if support is not None:
         print(f"  k-core (users >= {support['min_user_items']} items, items >= {support['min_item_users']} users): "

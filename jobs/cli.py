@@ -91,6 +91,10 @@ def add_ingest_options_args(parser: argparse.ArgumentParser) -> None:
                              "for rating files)")
     parser.add_argument("--future-tolerance-hours", type=float, default=IngestOptions.future_tolerance_hours,
                         help="events later than now plus this are quarantined as future_timestamp")
+    parser.add_argument("--min-event-date", default=IngestOptions.min_event_date, metavar="YYYY-MM-DD",
+                        help="events before this day (UTC) are quarantined as timestamp_before_floor (default: "
+                             f"{parse.DEFAULT_MIN_EVENT_DATE} for event logs; rating files only refuse times before "
+                             "1970)")
     parser.add_argument("--progress-every", type=float, default=IngestOptions.progress_every,
                         help="seconds between progress lines on long runs (0: off)")
 
@@ -102,7 +106,7 @@ def ingest_options_from_args(args: argparse.Namespace) -> IngestOptions:
         rating_min=args.rating_min, rating_max=args.rating_max, event_types=comma_list(args.event_types),
         columns=tuple(args.columns.split(",")) if args.columns else None, max_value=args.max_value,
         bot_max_events_per_day=args.bot_max_events_per_day, future_tolerance_hours=args.future_tolerance_hours,
-        progress_every=args.progress_every)
+        min_event_date=args.min_event_date, progress_every=args.progress_every)
 
 
 def add_input_args(parser: argparse.ArgumentParser, *, input_help: str) -> None:

@@ -7,7 +7,10 @@ One request's ``jsonData`` is one of::
     {"item_id": "i5", "k": 10, "exclude": [...]}                  top-k items similar to an item
     {"requests": [<either of the above>, ...]}                    a batch, answered from one snapshot
 
-``k`` (default 10, capped at the snapshot's n) and ``exclude`` are optional. Answers::
+``k`` (default 10, capped at the snapshot's n) and ``exclude`` are optional. Ids are looked up in their normal
+form (serving.ids.normalise_id: Unicode NFC, without leading or trailing white space), the form every id in a
+snapshot has; an id that breaks the id contract cannot be in a snapshot and gets the answer for an unknown id.
+Answers::
 
     {"user_id": "42", "item_ids": [...], "scores": [...], "source": "personal", "fallback_count": 0,
      "model_version": "..."}
@@ -21,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from serving import ids
 from serving.lookup import LoadedSnapshot
 
 DEFAULT_K = 10
@@ -45,7 +49,7 @@ class Limits:
 
     max_batch: int = 100
     max_exclude: int = 500
-    max_id_chars: int = 256
+    max_id_chars: int = ids.MAX_ID_CHARS
     max_response_bytes: int = 3_500_000
     max_request_bytes: int = 1_048_576
 
@@ -144,6 +148,8 @@ def _parse_lookup(payload, prefix: str, *, n: int, limits: Limits, numbers_are_d
 
 
 def _id(value, field: str, limits: Limits) -> str:
+    """The id ``value`` of ``field`` in normal form (serving.ids.normalise_id); RequestError for a value that is not
+    a non-empty string of valid Unicode within ``limits.max_id_chars`` characters (as sent)."""
     if not isinstance(value, str) or not value:
         raise RequestError(f"{field} must be a non-empty string, got {_describe(value)}")
     if len(value) > limits.max_id_chars:
@@ -154,7 +160,7 @@ def _id(value, field: str, limits: Limits) -> str:
         except UnicodeEncodeError:
             raise RequestError(f"{field} is not valid Unicode text (it holds a lone surrogate such as "
                                f"\\ud800)") from None
-    return value
+    return ids.normalise_id(value)
 
 
 def _type_name(value) -> str:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from serving.snapshot import Manifest, SnapshotError, latest_version_dir, verify_snapshot
+from serving.snapshot import Manifest, SnapshotError, check_ids, latest_version_dir, list_leaf_path, verify_snapshot
 
 USER_TABLE = "user_recommendations"
 SIMILAR_TABLE = "similar_items"
@@ -280,9 +280,10 @@ def load_snapshot(snapshot_root: str | os.PathLike) -> LoadedSnapshot:
 
 
 def load_version(version_dir: str | os.PathLike) -> LoadedSnapshot:
-    """Verify one snapshot version folder and build its arrays in memory."""
+    """Verify one snapshot version folder and build its arrays in memory (its ids are checked against the id
+    contract, serving.ids, as the arrays are built)."""
     try:
-        return build_snapshot(verify_snapshot(version_dir))
+        return build_snapshot(verify_snapshot(version_dir, check_id_columns=False))
     except (OSError, pa.ArrowException) as exc:
         raise SnapshotError(f"cannot read the snapshot {version_dir}: {type(exc).__name__}: {exc}") from exc
 
@@ -299,8 +300,8 @@ class _RawLists:
 
 
 def build_snapshot(manifest: Manifest) -> LoadedSnapshot:
-    """Arrays for a verified manifest. Consistency problems (duplicates, nulls, lists longer than n, ...) raise
-    SnapshotError naming the table and the first offending id."""
+    """Arrays for a verified manifest. Consistency problems (duplicates, nulls, lists longer than n, ids that break
+    the id contract, ...) raise SnapshotError naming the table and the first offending id."""
     users = _read_lists(manifest, USER_TABLE, "user_id")
     similar = _read_lists(manifest, SIMILAR_TABLE, "item_id") if SIMILAR_TABLE in manifest.tables else None
     popular_ids, popular_scores = _read_popular(manifest)
@@ -317,16 +318,6 @@ def build_snapshot(manifest: Manifest) -> LoadedSnapshot:
     )
 
 
-def _leaf_path(path: Path, column: str) -> str:
-    """The parquet path of a list column's elements ("item_ids.list.element" from Spark and pyarrow)."""
-    schema = pq.ParquetFile(path).schema
-    for i in range(len(schema)):
-        leaf = schema.column(i).path
-        if leaf.startswith(column + "."):
-            return leaf
-    raise SnapshotError(f"{path}: no list column {column!r}")
-
-
 def _read_lists(manifest: Manifest, name: str, key_column: str) -> _RawLists:
     """Read a list table with its item ids dictionary-encoded (the parquet dictionary pages, never one Python
     string per element), checking what the arrays rely on."""
@@ -334,7 +325,7 @@ def _read_lists(manifest: Manifest, name: str, key_column: str) -> _RawLists:
     keys, lengths, chunks, scores = [], [], [], []
     for path in manifest.table_files(name):
         table = pq.read_table(path, columns=[key_column, "item_ids", "scores"],
-                              read_dictionary=[_leaf_path(path, "item_ids")])
+                              read_dictionary=[list_leaf_path(path, "item_ids")])
         key_values = table.column(key_column)
         if key_values.null_count:
             raise SnapshotError(f"{where}: column {key_column!r} holds {key_values.null_count} null value(s)")
@@ -389,15 +380,11 @@ def _rechunk(values: pa.ChunkedArray, like: pa.ChunkedArray) -> list[pa.Array]:
 
 
 def _as_bytes(values: pa.ChunkedArray, where: Path, column: str) -> np.ndarray:
-    """A string column as a numpy ``S`` array of its UTF-8 bytes; ids ending in NUL cannot be held there."""
+    """A string column of ids as a numpy ``S`` array of their UTF-8 bytes; SnapshotError for an id that breaks the
+    id contract (serving.ids), which also keeps out the ids ending in NUL that the ``S`` dtype cannot hold."""
+    check_ids(values, where, column)
     keys = values.combine_chunks().cast(pa.binary()).to_numpy(zero_copy_only=False)
-    keys = keys.astype(np.bytes_) if keys.size else np.array([], dtype="S1")
-    bad = pc.ends_with(values.combine_chunks(), "\0") if len(values) else pa.array([], pa.bool_())
-    if len(bad) and pc.any(bad).as_py():
-        row = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
-        raise SnapshotError(f"{where}: {column} {values[row].as_py()!r} ends with a NUL character, which the "
-                            f"serving arrays cannot tell from the id without it")
-    return keys
+    return keys.astype(np.bytes_) if keys.size else np.array([], dtype="S1")
 
 
 def _read_popular(manifest: Manifest) -> tuple[pa.Array, np.ndarray]:

@@ -29,7 +29,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _request_schemas(limits: Limits, n: int | None) -> dict:
     """The look-ups: for a user, for an item, a batch of either, and Seldon's request around them."""
-    identifier = {"type": "string", "minLength": 1, "maxLength": limits.max_id_chars}
+    identifier = {"type": "string", "minLength": 1, "maxLength": limits.max_id_chars,
+                  "description": "looked up in normal form: Unicode NFC, without leading or trailing white space"}
     k = {"type": "integer", "minimum": 1, "description": "how many items to return (default 10, capped at n)"}
     if n is not None:
         k.update(maximum=n, default=min(DEFAULT_K, n),

@@ -50,6 +50,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, Req
 
 from serving import service_metrics as sm
 from serving.api import Limits, RequestError, answer, parse_json_data
+from serving.ids import MAX_ID_CHARS
 from serving.lookup import LoadedSnapshot
 from serving.openapi import HEALTH_STATUS_PATHS, METADATA_PATHS, PREDICTION_PATHS, SWAGGER_PAGE, openapi_document
 from serving.reloader import SnapshotReloader
@@ -152,7 +153,7 @@ class RecommenderService:
     """
 
     def __init__(self, snapshot_root: str, cache_dir: str = DEFAULT_CACHE_DIR, poll_seconds: float = 10.0,
-                 max_batch: int = 100, max_exclude: int = 500, max_id_chars: int = 256,
+                 max_batch: int = 100, max_exclude: int = 500, max_id_chars: int = MAX_ID_CHARS,
                  max_response_bytes: int = 3_500_000, max_request_bytes: int = 1_048_576,
                  metrics_flush_seconds: float = 1.0):
         # Checked here, in Seldon's main process, so a bad parameter stops the service at start with this message

@@ -26,7 +26,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from serving import ids
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -40,6 +43,9 @@ REQUIRED_TABLES = {
 OPTIONAL_TABLES = {
     "similar_items": {"item_id": "string", "item_ids": "list<element: string>", "scores": "list<element: float>"},
 }
+# table name -> its columns of user or item ids, which must keep the id contract (serving.ids)
+ID_COLUMNS = {"user_recommendations": ("user_id", "item_ids"), "popular_items": ("item_id",),
+              "similar_items": ("item_id", "item_ids")}
 
 
 class SnapshotError(Exception):
@@ -115,8 +121,44 @@ def read_manifest(version_dir: str | os.PathLike) -> Manifest:
     return Manifest(version_dir, str(doc["model_version"]), str(doc["created_at"]), int(doc["n"]), doc["tables"])
 
 
-def verify_snapshot(version_dir: str | os.PathLike) -> Manifest:
-    """Check manifest, file checksums, row counts and schemas. Raises SnapshotError naming the first problem."""
+def list_leaf_path(path: Path, column: str) -> str:
+    """The parquet path of a list column's elements ("item_ids.list.element" from Spark and pyarrow)."""
+    schema = pq.ParquetFile(path).schema
+    for i in range(len(schema)):
+        leaf = schema.column(i).path
+        if leaf.startswith(column + "."):
+            return leaf
+    raise SnapshotError(f"{path}: no list column {column!r}")
+
+
+def check_ids(values: pa.Array | pa.ChunkedArray, where, column: str) -> None:
+    """Raise SnapshotError naming the first string of ``values`` that breaks the id contract (serving.ids.valid_id):
+    the service would refuse the whole snapshot for it."""
+    bad = ids.first_invalid(values)
+    if bad is not None:
+        raise SnapshotError(f"{where}: {column} {ids.shown(bad)} {ids.why_invalid(bad)}, which the id contract "
+                            f"(serving.ids) does not allow")
+
+
+def _check_file_ids(path: Path, name: str) -> None:
+    """check_ids on every id column of one table file; list columns are read dictionary-encoded, so each distinct
+    id is checked once."""
+    columns = ID_COLUMNS[name]
+    lists = [c for c in columns if c == "item_ids"]
+    table = pq.read_table(path, columns=list(columns), read_dictionary=[list_leaf_path(path, c) for c in lists])
+    for column in columns:
+        values = table.column(column)
+        if column in lists:
+            values = pa.chunked_array([chunk.flatten().dictionary.cast(pa.string()) for chunk in values.chunks],
+                                      pa.string())
+        check_ids(values, path, column)
+
+
+def verify_snapshot(version_dir: str | os.PathLike, *, check_id_columns: bool = True) -> Manifest:
+    """Check manifest, file checksums, row counts, schemas and (``check_id_columns``) that every user and item id
+    keeps the id contract (serving.ids). Raises SnapshotError naming the first problem.
+
+    The service's loader passes ``check_id_columns=False`` and checks the ids in the arrays it builds instead."""
     manifest = read_manifest(version_dir)
     for name, columns in {**REQUIRED_TABLES, **OPTIONAL_TABLES}.items():
         if name not in manifest.tables:
@@ -139,6 +181,8 @@ def verify_snapshot(version_dir: str | os.PathLike) -> Manifest:
                     raise SnapshotError(f"{path}: column {col!r} missing (has {schema.names})")
                 if str(schema.field(col).type) != typ:
                     raise SnapshotError(f"{path}: column {col!r} is {schema.field(col).type}, expected {typ}")
+            if check_id_columns:
+                _check_file_ids(path, name)
         if rows != entry["rows"]:
             raise SnapshotError(f"{manifest.path / name}: {rows} rows, manifest says {entry['rows']}")
     return manifest

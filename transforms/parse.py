@@ -14,9 +14,16 @@ Two families of formats share the output:
 
 Parquet rows reach the parser as JSON text (jobs.ingest turns each row into ``to_json(struct(*))``), so all
 event formats share one set of checks and every quarantined row keeps a readable raw text.
+
+User and item ids follow the id contract (serving.ids, as Spark expressions in transforms.id_rules): they are
+normalised (NFC, trimmed), and an id that is too long or holds a forbidden character is quarantined
+(``user_id_too_long``, ``user_id_invalid``, ``item_id_too_long``, ``item_id_invalid``). Timestamps before the
+format's floor (``min_event_date``; event logs 1995-01-01, rating files none) are quarantined as
+``timestamp_before_floor``; negative ones stay ``bad_timestamp``.
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Iterable
 
@@ -25,6 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from transforms import columns as C
+from transforms import id_rules
 from transforms.training import DEFAULT_EVENT_WEIGHTS
 
 
@@ -37,12 +45,14 @@ class RatingFormat:
     rating_max: float
     description: str
     file_type: str = "text"
+    min_event_date: str | None = None  # rating dumps: any time from 1970 on
 
 
 # The fields of an event log, in the default CSV column order. The first four are required.
 EVENT_FIELDS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.VALUE, "event_id")
 REQUIRED_EVENT_FIELDS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS)
 DEFAULT_EVENT_TYPES = tuple(DEFAULT_EVENT_WEIGHTS)
+DEFAULT_MIN_EVENT_DATE = "1995-01-01"  # event logs: an earlier time is a default or a broken clock (epoch 0)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class EventFormat:
     rating_min: float = 0.5  # value of a ``rating`` event
     rating_max: float = 5.0
     max_value: float = 1e6  # largest value (quantity, dwell seconds) of any other event type
+    min_event_date: str | None = DEFAULT_MIN_EVENT_DATE  # earlier events are quarantined (timestamp_before_floor)
 
 
 RATING_FORMATS = {
@@ -91,22 +102,28 @@ HEADER = "header"  # not an error: counted, never loaded, never quarantined
 WRONG_FIELD_COUNT = "wrong_field_count"
 MALFORMED_JSON = "malformed_json"
 MISSING_USER_ID = "missing_user_id"
+USER_ID_TOO_LONG = "user_id_too_long"  # over serving.ids.MAX_ID_CHARS once normalised
+USER_ID_INVALID = "user_id_invalid"  # holds a character the id contract forbids (serving.ids.FORBIDDEN_RANGES)
 MISSING_ITEM_ID = "missing_item_id"
+ITEM_ID_TOO_LONG = "item_id_too_long"
+ITEM_ID_INVALID = "item_id_invalid"
 MISSING_EVENT_TYPE = "missing_event_type"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
 BAD_RATING = "bad_rating"
 RATING_OUT_OF_RANGE = "rating_out_of_range"
 MISSING_TIMESTAMP = "missing_timestamp"
 BAD_TIMESTAMP = "bad_timestamp"
+TIMESTAMP_BEFORE_FLOOR = "timestamp_before_floor"
 FUTURE_TIMESTAMP = "future_timestamp"
 BAD_VALUE = "bad_value"
 VALUE_OUT_OF_RANGE = "value_out_of_range"
 BOT_SUSPECTED = "bot_suspected"  # set by transforms.outliers, not by the parser
 
 # Every reason a row can carry, headers included (validation suites take this list).
-REASONS = (EMPTY_LINE, INVALID_UTF8, HEADER, WRONG_FIELD_COUNT, MALFORMED_JSON, MISSING_USER_ID, MISSING_ITEM_ID,
-           MISSING_EVENT_TYPE, UNKNOWN_EVENT_TYPE, BAD_RATING, RATING_OUT_OF_RANGE, MISSING_TIMESTAMP, BAD_TIMESTAMP,
-           FUTURE_TIMESTAMP, BAD_VALUE, VALUE_OUT_OF_RANGE, BOT_SUSPECTED)
+REASONS = (EMPTY_LINE, INVALID_UTF8, HEADER, WRONG_FIELD_COUNT, MALFORMED_JSON, MISSING_USER_ID, USER_ID_TOO_LONG,
+           USER_ID_INVALID, MISSING_ITEM_ID, ITEM_ID_TOO_LONG, ITEM_ID_INVALID, MISSING_EVENT_TYPE,
+           UNKNOWN_EVENT_TYPE, BAD_RATING, RATING_OUT_OF_RANGE, MISSING_TIMESTAMP, BAD_TIMESTAMP,
+           TIMESTAMP_BEFORE_FLOOR, FUTURE_TIMESTAMP, BAD_VALUE, VALUE_OUT_OF_RANGE, BOT_SUSPECTED)
 
 _TYPED = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.EVENT_TS, C.SOURCE_EVENT_ID)
 _CORRUPT = "_corrupt_record"
@@ -147,27 +164,62 @@ def _blank_to_null(col: Column) -> Column:
     return F.when(trimmed == "", F.lit(None)).otherwise(trimmed)
 
 
+def _field_text(name: str, text: Column) -> Column:
+    """An event field's text: ids in normal form (transforms.id_rules), other fields trimmed; blank as null."""
+    return id_rules.normalised_id(text) if name in (C.USER_ID, C.ITEM_ID) else _blank_to_null(text)
+
+
 def _input_columns(lines: DataFrame) -> list[str]:
     return [c for c in lines.columns if c not in _TYPED and c != C.REASON]
 
 
+def timestamp_floor_seconds(fmt, min_event_date: str | None = None) -> int | None:
+    """Unix seconds of the earliest event time kept: ``min_event_date`` (YYYY-MM-DD, UTC midnight) or, when None,
+    the format's floor; None when there is none (times from 1970 on are kept). ValueError for a malformed date."""
+    text = fmt.min_event_date if min_event_date is None else min_event_date
+    if text is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"min_event_date must be a date YYYY-MM-DD, got {text!r}") from None
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+
+
+def _id_checks(chain: Column, normalised: Column, missing: str, too_long: str, invalid: str) -> Column:
+    """``chain`` (a CASE WHEN of reasons) continued with the id contract's checks of one normalised id column."""
+    return (chain.when(normalised.isNull(), F.lit(missing))
+            .when(id_rules.too_long(normalised), F.lit(too_long))
+            .when(id_rules.has_forbidden(normalised), F.lit(invalid)))
+
+
+def _timestamp_checks(chain: Column, seconds: Column, *, floor: int | None, max_event_ts_seconds: int) -> Column:
+    """``chain`` continued with the checks of a time in unix seconds: unparsed or negative, before the floor (when
+    there is one), after ``max_event_ts_seconds``."""
+    chain = chain.when(seconds.isNull() | (seconds < 0), F.lit(BAD_TIMESTAMP))
+    if floor is not None:
+        chain = chain.when(seconds < F.lit(floor), F.lit(TIMESTAMP_BEFORE_FLOOR))
+    return chain.when(seconds > F.lit(max_event_ts_seconds), F.lit(FUTURE_TIMESTAMP))
+
+
 def parse_lines(lines: DataFrame, fmt, *, max_event_ts_seconds: int, rating_min: float | None = None,
                 rating_max: float | None = None, event_types: Iterable[str] | None = None,
-                max_value: float | None = None) -> DataFrame:
+                max_value: float | None = None, min_event_date: str | None = None) -> DataFrame:
     """Typed events plus ``reason`` for any format; ``max_event_ts_seconds`` (unix s) bounds timestamps from the future.
 
     ``rating_min``/``rating_max`` default to the format's scale; ``event_types`` (event logs) to the format's known
-    types, ``max_value`` to its largest plausible non-rating value.
+    types, ``max_value`` to its largest plausible non-rating value; ``min_event_date`` to the format's floor.
     """
+    floor = timestamp_floor_seconds(fmt, min_event_date)
     if is_event_format(fmt):
         return _parse_event_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
-                                  rating_max=rating_max, event_types=event_types, max_value=max_value)
+                                  rating_max=rating_max, event_types=event_types, max_value=max_value, floor=floor)
     return _parse_rating_file_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
-                                    rating_max=rating_max)
+                                    rating_max=rating_max, floor=floor)
 
 
 def _parse_rating_file_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_ts_seconds: int,
-                             rating_min: float | None, rating_max: float | None) -> DataFrame:
+                             rating_min: float | None, rating_max: float | None, floor: int | None) -> DataFrame:
     # Three projections on purpose: each field is split, trimmed and cast once, and the reason chain reads the
     # results. One projection re-evaluated split() for every reference (Spark does not share subexpressions
     # across CASE WHEN branches), which made rating files ~25x slower to parse than event logs.
@@ -178,7 +230,8 @@ def _parse_rating_file_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_t
     split = lines.select(*keep, F.split(without_trailing_cr(raw), fmt.separator_regex).alias("_parts"))
     parts = F.col("_parts")
     fields = split.select(*keep, F.size(parts).alias("_n"),
-                          *[F.trim(F.get(parts, i)).alias(f"_f{i}") for i in range(4)])
+                          *[id_rules.normalised_id(F.get(parts, i)).alias(f"_f{i}") for i in range(2)],
+                          *[F.trim(F.get(parts, i)).alias(f"_f{i}") for i in range(2, 4)])
     typed = fields.select(
         *keep, "_n",
         *[F.when(F.col(f"_f{i}") != "", F.col(f"_f{i}")).alias(name)
@@ -188,18 +241,17 @@ def _parse_rating_file_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_t
                          F.col("_ts_text").try_cast("long").alias("_ts"))
     rating, ts_seconds = F.col("_rating"), F.col("_ts")
 
-    reason = (
+    line = (
         F.when(F.trim(raw) == "", F.lit(EMPTY_LINE))
         .when(~F.is_valid_utf8(raw) | raw.contains("\ufffd"), F.lit(INVALID_UTF8))
         .when(F.lit(fmt.header_prefix is not None) & raw.startswith(fmt.header_prefix or "\u0000"), F.lit(HEADER))
         .when(F.col("_n") != 4, F.lit(WRONG_FIELD_COUNT))
-        .when(user.isNull(), F.lit(MISSING_USER_ID))
-        .when(item.isNull(), F.lit(MISSING_ITEM_ID))
-        .when(rating.isNull() | F.isnan(rating), F.lit(BAD_RATING))
-        .when((rating < lo) | (rating > hi), F.lit(RATING_OUT_OF_RANGE))
-        .when(ts_seconds.isNull() | (ts_seconds < 0), F.lit(BAD_TIMESTAMP))
-        .when(ts_seconds > F.lit(max_event_ts_seconds), F.lit(FUTURE_TIMESTAMP))
     )
+    with_ids = _id_checks(_id_checks(line, user, MISSING_USER_ID, USER_ID_TOO_LONG, USER_ID_INVALID),
+                          item, MISSING_ITEM_ID, ITEM_ID_TOO_LONG, ITEM_ID_INVALID)
+    rated = (with_ids.when(rating.isNull() | F.isnan(rating), F.lit(BAD_RATING))
+             .when((rating < lo) | (rating > hi), F.lit(RATING_OUT_OF_RANGE)))
+    reason = _timestamp_checks(rated, ts_seconds, floor=floor, max_event_ts_seconds=max_event_ts_seconds)
     with_reason = typed.select("*", reason.alias(C.REASON))
     ok = F.col(C.REASON).isNull()
     return with_reason.select(
@@ -295,21 +347,20 @@ def _typed_event_values(step1: DataFrame, keep: list[str]) -> DataFrame:
     )
 
 
-def _event_reason(known_types: list[str], *, lo: float, hi: float, top: float, max_event_ts_seconds: int) -> Column:
+def _event_reason(known_types: list[str], *, lo: float, hi: float, top: float, max_event_ts_seconds: int,
+                  floor: int | None) -> Column:
     """Step 3 of _parse_event_lines: the first reason that applies to a row of step 2 (null when it is good)."""
     value, value_text = F.col("_value"), F.col("_v")
     value_unparsed = value_text.isNotNull() & (value.isNull() | F.isnan(value))
     is_rating = F.col("_type") == F.lit(C.RATING_EVENT)
-    seconds = F.col("_seconds")
+    line = F.when(F.col("_line_reason").isNotNull(), F.col("_line_reason"))
+    with_ids = _id_checks(_id_checks(line, F.col("_u"), MISSING_USER_ID, USER_ID_TOO_LONG, USER_ID_INVALID),
+                          F.col("_i"), MISSING_ITEM_ID, ITEM_ID_TOO_LONG, ITEM_ID_INVALID)
+    typed = (with_ids.when(F.col("_t").isNull(), F.lit(MISSING_EVENT_TYPE))
+             .when(~F.col("_type").isin(*known_types), F.lit(UNKNOWN_EVENT_TYPE))
+             .when(F.col("_ts").isNull(), F.lit(MISSING_TIMESTAMP)))
     return (
-        F.when(F.col("_line_reason").isNotNull(), F.col("_line_reason"))
-        .when(F.col("_u").isNull(), F.lit(MISSING_USER_ID))
-        .when(F.col("_i").isNull(), F.lit(MISSING_ITEM_ID))
-        .when(F.col("_t").isNull(), F.lit(MISSING_EVENT_TYPE))
-        .when(~F.col("_type").isin(*known_types), F.lit(UNKNOWN_EVENT_TYPE))
-        .when(F.col("_ts").isNull(), F.lit(MISSING_TIMESTAMP))
-        .when(seconds.isNull() | (seconds < 0), F.lit(BAD_TIMESTAMP))
-        .when(seconds > F.lit(float(max_event_ts_seconds)), F.lit(FUTURE_TIMESTAMP))
+        _timestamp_checks(typed, F.col("_seconds"), floor=floor, max_event_ts_seconds=max_event_ts_seconds)
         .when(is_rating & (value_text.isNull() | value_unparsed), F.lit(BAD_RATING))
         .when(is_rating & ((value < lo) | (value > hi)), F.lit(RATING_OUT_OF_RANGE))
         .when(value_unparsed, F.lit(BAD_VALUE))
@@ -319,7 +370,7 @@ def _event_reason(known_types: list[str], *, lo: float, hi: float, top: float, m
 
 def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_seconds: int,
                        rating_min: float | None, rating_max: float | None, event_types: Iterable[str] | None,
-                       max_value: float | None) -> DataFrame:
+                       max_value: float | None, floor: int | None) -> DataFrame:
     """Three projections (fields, typed values, reason) so each stays small enough for Spark's code generator."""
     lo = fmt.rating_min if rating_min is None else rating_min
     hi = fmt.rating_max if rating_max is None else rating_max
@@ -337,12 +388,13 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
     line_reason = (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
                    .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
     names = {C.USER_ID: "_u", C.ITEM_ID: "_i", C.EVENT_TYPE: "_t", C.EVENT_TS: "_ts", C.VALUE: "_v", "event_id": "_e"}
-    texts = [(_blank_to_null(fields[f]) if f in fields else F.lit(None).cast("string")).alias(alias)
+    texts = [(_field_text(f, fields[f]) if f in fields else F.lit(None).cast("string")).alias(alias)
              for f, alias in names.items()]
     step1 = lines.select(*keep, line_reason.alias("_line_reason"), *texts)
     # 2. typed values; 3. the first reason that applies
     step2 = _typed_event_values(step1, keep)
-    reason = _event_reason(known_types, lo=lo, hi=hi, top=top, max_event_ts_seconds=max_event_ts_seconds)
+    reason = _event_reason(known_types, lo=lo, hi=hi, top=top, max_event_ts_seconds=max_event_ts_seconds,
+                           floor=floor)
     step3 = step2.select(*keep, "_u", "_i", "_type", "_value", "_event_ts", "_e", reason.alias(C.REASON))
     ok = F.col(C.REASON).isNull()
     return step3.select(

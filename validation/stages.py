@@ -152,7 +152,8 @@ def raw_input_checks(spark, lake: Lake, pattern: str, fmt_name: str | None, opti
     parsed = parse.parse_lines(
         read_rows(spark, files, fmt), fmt,
         max_event_ts_seconds=int(time.time() + options.future_tolerance_hours * 3600),
-        rating_min=options.rating_min, rating_max=options.rating_max, **event_options)
+        rating_min=options.rating_min, rating_max=options.rating_max, min_event_date=options.min_event_date,
+        **event_options)
     return StageChecks([Target(
         name="raw_input", frame=suites.raw_lines_frame(parsed), source=pattern, cache=True,
         expectations=suites.raw_suite(known_reasons=list(parse.REASONS), max_quarantine_rate=max_quarantine_rate),

@@ -271,7 +271,7 @@ def _recs(user_ids, item_lists, score_lists):
         (_recs(["a"], [["i1", None]], [[1.0, 0.5]]), "null elements"),
         (_recs(["a"], [None], [None]), "null lists"),
         (_recs(["a"], [["i1"]], [[float("nan")]]), r"1 score\(s\) are NaN or infinite"),
-        (_recs(["a\x00"], [["i1"]], [[1.0]]), "ends with a NUL character"),
+        (_recs(["a\x00"], [["i1"]], [[1.0]]), r"user_id 'a\\x00' holds the forbidden character U\+0000"),
     ],
     ids=["duplicate-user", "length-mismatch", "longer-than-n", "null-user", "null-item", "null-list", "nan-score",
          "nul-id"],
