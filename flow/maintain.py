@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from flow import runs
 from lake import fs, tables
 from lake.registry import LAYERS, Lake
 
@@ -69,11 +70,22 @@ def check_retention(options: MaintainOptions) -> None:
 
 def maintain(spark, lake: Lake, options: MaintainOptions = MaintainOptions()) -> dict:
     """Optimize and vacuum each table (or only read its state and history); returns the report, with one entry
-    per table, and appends a row per table to meta/maintenance_runs unless ``history_only``."""
+    per table. Unless ``history_only``, the run is recorded in meta/maintenance_runs (flow.runs): ``started``
+    before its first table, then a row per table it finished, ``succeeded``, or ``failed`` with the error."""
     check_retention(options)
-    started = time.time()
     names = list(options.tables) if options.tables else delta_tables(spark, lake)
     report = {"run_id": uuid.uuid4().hex, "lake": lake.root, "vacuum_hours": options.vacuum_hours, "tables": {}}
+    if options.history_only or not names:
+        return _maintain_tables(spark, lake, names, options, report)
+    record(spark, lake, report, runs.STARTED)
+    with runs.finished(lambda state, error: record(spark, lake, report, state, error)):
+        _maintain_tables(spark, lake, names, options, report)
+    return report
+
+
+def _maintain_tables(spark, lake: Lake, names: list[str], options: MaintainOptions, report: dict) -> dict:
+    """maintain's work on each table of ``names``, into ``report["tables"]``; returns ``report``."""
+    started = time.time()
     for name in names:
         layer, _, table = name.partition("/")
         path = lake.table(layer, table)
@@ -81,8 +93,6 @@ def maintain(spark, lake: Lake, options: MaintainOptions = MaintainOptions()) ->
             raise FileNotFoundError(f"no Delta table at {path} (from --tables {name})")
         report["tables"][name] = maintain_table(spark, path, name, options)
     report["seconds"] = round(time.time() - started, 1)
-    if not options.history_only and names:
-        record(spark, lake, report)
     return report
 
 
@@ -152,15 +162,22 @@ def print_table(name: str, entry: dict) -> None:
         print(history_line)
 
 
-def record(spark, lake: Lake, report: dict) -> None:
+MAINTENANCE_RUNS_SCHEMA = (
+    "run_id string, at timestamp, table string, version_before long, version_after long, files_before long, "
+    "files_after long, storage_files_before long, storage_files_after long, zorder_by string, vacuumed boolean, "
+    "vacuum_hours double, seconds double")
+
+
+def record(spark, lake: Lake, report: dict, state: str, error: str | None = None) -> None:
+    """Append the run's rows to meta/maintenance_runs in ``state`` (flow.runs.record, with ``error``): a row per
+    table it finished, or one row naming no table when it finished none (the ``started`` row among them)."""
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     rows = [(report["run_id"], now, name, e["before"]["version"], e["after"]["version"], e["before"]["files"],
              e["after"]["files"], e["before"]["storage_files"], e["after"]["storage_files"],
              ",".join((e.get("optimize") or {}).get("zorder_by", [])), bool(e.get("vacuumed")),
              float(report["vacuum_hours"]), float(e["seconds"]))
-            for name, e in report["tables"].items()]
-    df = spark.createDataFrame(rows, "run_id string, at timestamp, table string, version_before long, "
-                                     "version_after long, files_before long, files_after long, "
-                                     "storage_files_before long, storage_files_after long, zorder_by string, "
-                                     "vacuumed boolean, vacuum_hours double, seconds double")
-    tables.append(df.coalesce(1), lake.maintenance_runs)
+            for name, e in report["tables"].items() if "after" in e]
+    if not rows:
+        rows = [(report["run_id"], now, *[None] * 9, float(report["vacuum_hours"]), None)]
+    runs.record(spark, lake.maintenance_runs, spark.createDataFrame(rows, MAINTENANCE_RUNS_SCHEMA), state=state,
+                error=error, tag=runs.tag("maintain", report["run_id"]))

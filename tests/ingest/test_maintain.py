@@ -5,6 +5,10 @@ import datetime as dt
 
 import pytest
 
+from pyspark.sql import functions as F
+
+from flow import maintain as maintain_flow
+from flow import runs
 from flow.maintain import UnsafeRetentionError
 from jobs import maintain
 from lake import tables
@@ -52,3 +56,24 @@ def test_short_retention_is_refused_unless_asked_for(spark, small_files_lake):
     assert tables.read(spark, path).count() == 24
     with pytest.raises(Exception):
         tables.read(spark, path, version=0).collect()  # ...and with it the versions that needed those files
+
+
+def test_each_run_is_recorded_started_then_succeeded_or_failed_with_its_error(spark, small_files_lake, monkeypatch):
+    lake, _ = small_files_lake
+    done = maintain.run(spark, args(lake, "--no-vacuum"))
+    rows = (tables.read(spark, lake.maintenance_runs).where(F.col("run_id") == done["run_id"])
+            .orderBy(runs.RECORDED_AT).collect())
+    assert [(r[runs.STATE], r["table"]) for r in rows] == [("started", None), ("succeeded", "silver/interactions")]
+
+    def optimize_fails(*_args, **_kwargs):
+        raise RuntimeError("no space left on device")
+
+    monkeypatch.setattr(maintain_flow, "optimize", optimize_fails)
+    with pytest.raises(RuntimeError, match="no space left"):
+        maintain.run(spark, args(lake, "--no-vacuum"))
+    listed = runs.run_listing(spark, lake, kinds=("maintain",))
+    assert [(r["state"], r["error"]) for r in listed] == [
+        ("failed", "RuntimeError: no space left on device"), ("succeeded", None)]
+    before = tables.version(spark, lake.maintenance_runs)
+    maintain.run(spark, args(lake, "--history-only"))
+    assert tables.version(spark, lake.maintenance_runs) == before  # showing history records nothing
