@@ -13,6 +13,8 @@ For each table (default: every Delta table under the lake's bronze/silver/quaran
   uses (delta-io/delta#174); this job refuses too unless ``allow_short_retention`` is given.
 - The last ``history`` commits are printed (version, time, operation, rows and files), with file counts before
   and after, and a row per table is appended to meta/maintenance_runs.
+- The snapshot root (default <lake>/snapshots) loses its leftovers and superseded snapshots older than a day, as
+  publish does after each run (flow/snapshot_retention.py states the rule; skipped with ``history_only``).
 
 Time travel: any version still within the retention window can be read back,
 ``spark.read.format("delta").option("versionAsOf", 12).load("<lake>/silver/interactions")`` (or
@@ -26,9 +28,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from flow.snapshot_retention import clean_snapshots
 from flow import runs
 from lake import fs, tables
-from lake.registry import LAYERS, Lake
+from lake.registry import LAYERS, Lake, local_path
 
 SAFE_RETENTION_HOURS = 168.0  # Delta's default delta.deletedFileRetentionDuration (7 days)
 # Z-ORDER columns per table: the columns queries filter on and that are not partition columns.
@@ -56,6 +59,8 @@ class MaintainOptions:
     partition_filter: str | None = None
     history: int = 5
     history_only: bool = False
+    clean_snapshots: bool = True  # apply flow.snapshot_retention to the snapshot root
+    snapshot_root: str | None = None  # local folder of snapshots (None: the lake's snapshots folder)
 
 
 def check_retention(options: MaintainOptions) -> None:
@@ -92,8 +97,20 @@ def _maintain_tables(spark, lake: Lake, names: list[str], options: MaintainOptio
         if not tables.exists(spark, path):
             raise FileNotFoundError(f"no Delta table at {path} (from --tables {name})")
         report["tables"][name] = maintain_table(spark, path, name, options)
+    if options.clean_snapshots and not options.history_only:
+        report["snapshots"] = clean_snapshot_root(lake, options)
     report["seconds"] = round(time.time() - started, 1)
     return report
+
+
+def clean_snapshot_root(lake: Lake, options: MaintainOptions) -> dict:
+    """flow.snapshot_retention.clean_snapshots on the snapshot root: {"root", "removed", "not_removed"}; a remote
+    root (not a local folder) is skipped, with the reason."""
+    root = options.snapshot_root or lake.snapshots
+    if "://" in root and not root.startswith("file:"):
+        return {"root": root, "skipped": "not a local folder"}
+    cleanup = clean_snapshots(local_path(root))
+    return {"root": root, "removed": cleanup.removed, "not_removed": cleanup.failed}
 
 
 def maintain_table(spark, path: str, name: str, options: MaintainOptions) -> dict:

@@ -2,11 +2,19 @@
 
     summary = publish(spark, Lake("./lake"), PublishOptions(model_version="20261123T010203Z"))
 
-Writes <snapshot root>/<model_version>/ (parquet tables + manifest.json with row counts and checksums, see
-serving/snapshot.py, the one contract between batch and serving), verifies it as the service will, and only then
-points <snapshot root>/LATEST at it. A failure at any step leaves LATEST, and so what is served, unchanged.
-Publishing a version that is already published and intact only re-points LATEST (``force`` rebuilds it). The
-optional similar_items table is included when gold/similar_items has rows for the version.
+Every publish writes a folder of its own, <snapshot root>/<model_version>~<UTC stamp>-<hex>/ (parquet tables, then
+manifest.json with row counts and checksums, see serving/snapshot.py, the one contract between batch and
+serving), verifies it as the service will, and only then replaces <snapshot root>/LATEST (a small file written
+to a temporary name and moved over it: the one atomic step, and the last). No folder is ever renamed, and the
+folder LATEST names is never written to, so a publish that dies at any point leaves LATEST naming a complete,
+verified snapshot (the previous one, or the new one once LATEST is replaced); what it wrote is a leftover that
+flow.snapshot_retention removes once it is a day old. Publishing a version that has an intact published folder
+only points LATEST at it (``force`` builds a new folder). The optional similar_items table is included when
+gold/similar_items has rows for the version. After LATEST moves, the root is cleaned (flow.snapshot_retention).
+
+The steps, in order (PUBLISH_STEPS; ``on_step`` is called after each, which is where the fault-injection test
+kills the process): user_recommendations, popular_items, similar_items written; manifest written; verified;
+latest replaced; cleaned.
 
 The snapshot root is a local folder (in a cluster, a volume shared with the lookup service).
 """
@@ -14,21 +22,26 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from flow.model_runs import latest_model_version, version_predicate
+from flow.model_runs import checked_version, latest_model_version, version_predicate
 from flow.score import SIMILAR_ITEM_ID
+from flow.snapshot_retention import clean_snapshots
 from lake import tables
 from lake.registry import Lake, local_path
 from serving import snapshot
 from transforms import columns as C
 
 USERS_PER_FILE = 500_000
+PUBLISH_STEPS = ("user_recommendations", "popular_items", "similar_items", "manifest", "verified", "latest",
+                 "cleaned")
+
+StepHook = Callable[[str], None]
 
 
 class PublishError(RuntimeError):
@@ -39,7 +52,7 @@ class PublishError(RuntimeError):
 class PublishOptions:
     model_version: str | None = None  # scored model version to publish (None: the latest trained)
     snapshot_root: str | None = None  # local folder of snapshots (None: the lake's snapshots folder)
-    force: bool = False  # rebuild the snapshot even if this version is published
+    force: bool = False  # build a new snapshot folder even if this version has an intact one
 
 
 def ranked_lists(rows: DataFrame, key: str, item: str) -> DataFrame:
@@ -55,23 +68,33 @@ def ranked_lists(rows: DataFrame, key: str, item: str) -> DataFrame:
     )
 
 
-def publish(spark: SparkSession, lake: Lake, options: PublishOptions) -> dict:
-    """Write, verify and point LATEST at the version's snapshot; returns the summary (path, rows per table,
-    ``reused``: True when an intact published copy was only re-pointed at)."""
+def publish(spark: SparkSession, lake: Lake, options: PublishOptions, *, on_step: StepHook | None = None) -> dict:
+    """Write and verify a new snapshot folder of the version, point LATEST at it, clean the root; returns the
+    summary (path, rows per table, ``reused``: True when an intact published folder was only pointed at,
+    ``removed``: entries the cleanup removed). ``on_step(name)`` is called after each of PUBLISH_STEPS."""
     started = time.time()
-    model_version = options.model_version or latest_model_version(spark, lake)
-    where = version_predicate(model_version)
+    step = on_step or (lambda name: None)
+    model_version = checked_version(options.model_version or latest_model_version(spark, lake))
     root = local_path(options.snapshot_root or lake.snapshots)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / model_version
-    if final.exists() and not options.force:
-        try:
-            manifest = snapshot.verify_snapshot(final)
-        except snapshot.SnapshotError as exc:
-            raise PublishError(f"{final} exists but is broken ({exc}); re-run with --force to rebuild it") from exc
-        snapshot.set_latest(root, model_version)
-        return {"model_version": model_version, "path": str(final), "rows": _rows(manifest), "reused": True}
+    manifest = None if options.force else snapshot.intact_version(root, model_version)
+    reused = manifest is not None
+    if manifest is None:
+        manifest = _build(spark, lake, root, model_version, step)
+    snapshot.set_latest(root, manifest.path.name)
+    step("latest")
+    cleanup = clean_snapshots(root)
+    step("cleaned")
+    summary = {"model_version": model_version, "path": str(manifest.path), "rows": _rows(manifest),
+               "n": manifest.n, "reused": reused, "removed": cleanup.removed}
+    if cleanup.failed:
+        summary["not_removed"] = cleanup.failed
+    return {**summary, "seconds": round(time.time() - started, 1)}
 
+
+def _build(spark: SparkSession, lake: Lake, root: Path, model_version: str, step: StepHook) -> snapshot.Manifest:
+    """Write and verify a new folder of ``model_version`` under ``root``; returns its manifest."""
+    where = version_predicate(model_version)
     recs = tables.read(spark, lake.user_recommendations).where(where)
     lists = ranked_lists(recs, C.USER_ID, C.ITEM_ID).cache()
     try:
@@ -82,33 +105,35 @@ def publish(spark: SparkSession, lake: Lake, options: PublishOptions) -> dict:
         popular = tables.read(spark, lake.popular_items).where(where)
         if popular.limit(1).count() == 0:
             raise PublishError(f"model version {model_version!r} has no rows in gold/popular_items: run jobs.score")
-        manifest = _write_snapshot(spark, lake, root, model_version, where, lists=lists, users=users, n=int(n))
+        folder = root / snapshot.new_version_name(model_version)
+        return _write_snapshot(spark, lake, folder, model_version, where, lists=lists, users=users, n=int(n),
+                               step=step)
     finally:
         lists.unpersist()
-    snapshot.set_latest(root, model_version)
-    return {"model_version": model_version, "path": str(final), "rows": _rows(manifest), "n": int(n),
-            "reused": False, "seconds": round(time.time() - started, 1)}
 
 
-def _write_snapshot(spark: SparkSession, lake: Lake, root: Path, model_version: str, where: str, *,
-                    lists: DataFrame, users: int, n: int) -> snapshot.Manifest:
-    """Write the snapshot in a staging folder, verify it and move it to root/model_version; returns its manifest.
-    The staging folder is removed on any failure."""
-    staging = root / f".staging-{model_version}-{uuid.uuid4().hex[:8]}"
+def _write_snapshot(spark: SparkSession, lake: Lake, folder: Path, model_version: str, where: str, *,
+                    lists: DataFrame, users: int, n: int, step: StepHook) -> snapshot.Manifest:
+    """Write the tables into the new ``folder``, then its manifest, and verify it; returns its manifest. The
+    folder is removed on any failure (a process that dies leaves it, incomplete, to flow.snapshot_retention)."""
     popular = tables.read(spark, lake.popular_items).where(where)
     try:
-        _write_parquet(lists.orderBy(C.USER_ID), staging / "user_recommendations", users // USERS_PER_FILE + 1)
+        _write_parquet(lists.orderBy(C.USER_ID), folder / "user_recommendations", users // USERS_PER_FILE + 1)
+        step("user_recommendations")
         _write_parquet(popular.select(F.col(C.RANK).cast("int"), C.ITEM_ID, F.col(C.SCORE).cast("double"))
-                       .orderBy(C.RANK), staging / "popular_items", 1)
+                       .orderBy(C.RANK), folder / "popular_items", 1)
+        step("popular_items")
         similar = _similar_items_of(spark, lake, where)
         if similar is not None:
             _write_parquet(ranked_lists(similar, C.ITEM_ID, SIMILAR_ITEM_ID).orderBy(C.ITEM_ID),
-                           staging / "similar_items", 1)
-        snapshot.write_manifest(staging, model_version=model_version, n=n)
-        manifest = snapshot.verify_snapshot(staging)
-        _swap_in(staging, root / model_version)
+                           folder / "similar_items", 1)
+        step("similar_items")
+        snapshot.write_manifest(folder, model_version=model_version, n=n)
+        step("manifest")
+        manifest = snapshot.verify_snapshot(folder)
+        step("verified")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_folder(folder)
         raise
     return manifest
 
@@ -118,6 +143,12 @@ def _write_parquet(df: DataFrame, folder: Path, files: int) -> None:
     for extra in folder.iterdir():  # keep only the data files the manifest lists
         if extra.suffix != ".parquet":
             extra.unlink()
+
+
+def _remove_folder(folder: Path) -> None:
+    """Remove a folder this publish wrote, manifest first (so it never reads as complete while half removed)."""
+    (folder / snapshot.MANIFEST_NAME).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _similar_items_of(spark: SparkSession, lake: Lake, where: str) -> DataFrame | None:
@@ -131,14 +162,3 @@ def _similar_items_of(spark: SparkSession, lake: Lake, where: str) -> DataFrame 
 
 def _rows(manifest: snapshot.Manifest) -> dict[str, int]:
     return {name: entry["rows"] for name, entry in manifest.tables.items()}
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Move the verified staging folder to its final name; a previous copy (force) is removed afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
-        final.rename(old)
-    staging.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -37,6 +37,11 @@ def build_parser():
                              "the tables whose partition columns it names), e.g. \"event_date >= '2024-03-01'\"")
     parser.add_argument("--history", type=int, default=5, help="commits of history shown per table")
     parser.add_argument("--history-only", action="store_true", help="only show history and file counts")
+    parser.add_argument("--snapshot-root", default=None,
+                        help="snapshot folder whose leftovers and superseded snapshots older than a day are "
+                             "removed (default: <lake>/snapshots)")
+    parser.add_argument("--no-snapshot-cleanup", dest="clean_snapshots", action="store_false",
+                        help="leave the snapshot folder as it is")
     return parser
 
 
@@ -45,10 +50,12 @@ def run(spark, args) -> dict:
         tables=comma_list(args.tables), vacuum_hours=args.vacuum_hours,
         allow_short_retention=args.allow_short_retention, optimize=not args.no_optimize, vacuum=not args.no_vacuum,
         zorder=not args.no_zorder, partition_filter=args.partition_filter, history=args.history,
-        history_only=args.history_only)
+        history_only=args.history_only, clean_snapshots=args.clean_snapshots, snapshot_root=args.snapshot_root)
     report = maintain(spark, Lake(args.lake), options)
     for name, entry in report["tables"].items():
         print_table(name, entry)
+    if report.get("snapshots", {}).get("removed"):
+        print(f"snapshots: removed {', '.join(report['snapshots']['removed'])}")
     print(f"maintain: {len(report['tables'])} table(s) in {report['seconds']} s")
     return print_json(report)
 

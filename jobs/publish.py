@@ -2,11 +2,13 @@
 
     python -m jobs.publish --lake ./lake [--model-version V] [--snapshot-root ./lake/snapshots]
 
-Writes <snapshot-root>/<model_version>/ (parquet tables + manifest.json with row counts and checksums, see
-serving/snapshot.py), verifies it as the service will, and only then points <snapshot-root>/LATEST at it. A
-failure at any step leaves LATEST, and so what is served, unchanged. Publishing a version that is already
-published and intact only re-points LATEST (use --force to rebuild it). The optional similar_items table is
-included when gold/similar_items has rows for the version (jobs.score --similar als|cooccurrence).
+Writes a new folder <snapshot-root>/<model_version>~<UTC stamp>-<hex>/ (parquet tables + manifest.json with row
+counts and checksums, see serving/snapshot.py), verifies it as the service will, and only then replaces
+<snapshot-root>/LATEST (atomically, last). A failure or a kill at any step leaves LATEST, and so what is served,
+on a complete snapshot. Publishing a version that is already published and intact only re-points LATEST (use
+--force to build a new folder). The optional similar_items table is included when gold/similar_items has rows
+for the version (jobs.score --similar als|cooccurrence). Then leftovers and superseded snapshots older than a
+day are removed (flow/snapshot_retention.py states the rule).
 
 The snapshot root is a local folder (in a cluster, a volume shared with the lookup service).
 """
@@ -27,7 +29,8 @@ def build_parser():
     parser = lake_parser(__doc__)
     parser.add_argument("--model-version", default=None, help="scored model version to publish (default: the latest trained)")
     parser.add_argument("--snapshot-root", default=None, help="local folder of snapshots (default: <lake>/snapshots)")
-    parser.add_argument("--force", action="store_true", help="rebuild the snapshot even if this version is published")
+    parser.add_argument("--force", action="store_true",
+                        help="build a new snapshot folder even if this version has an intact one")
     return parser
 
 
@@ -48,6 +51,8 @@ def run(spark, args) -> dict:
     print(f"publish {summary['model_version']} -> {summary['path']}  ({summary['seconds']} s); LATEST points at it")
     for table, rows in summary["rows"].items():
         print(f"  {table:<22} {rows:>12,} rows")
+    if summary["removed"]:
+        print(f"  removed from the snapshot root: {', '.join(summary['removed'])}")
     return print_json(summary)
 
 

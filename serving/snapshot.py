@@ -4,7 +4,7 @@ Layout under a snapshot root (a folder, in production a mounted volume)::
 
     <root>/
       LATEST                         text file naming the current version folder; replaced atomically, last
-      <model_version>/
+      <model_version>~<UTC stamp>-<hex>/   one folder per publish (new_version_name); never renamed nor rewritten
         manifest.json                written after every table file, verified by the service before use
         user_recommendations/*.parquet   user_id: string, item_ids: list<string>, scores: list<float>
         popular_items/*.parquet          rank: int, item_id: string, score: double
@@ -15,6 +15,10 @@ Manifest (format_version 1)::
     {"format_version": 1, "model_version": "...", "created_at": "2026-11-23T01:51:03Z", "n": 100,
      "tables": {"user_recommendations": {"rows": 610, "files": {"part-0000.parquet": "<sha256 hex>"}}, ...}}
 
+A version folder is complete when its manifest.json exists (written last); LATEST only ever names a folder that
+was complete and verified when LATEST was written. Folders named ``<model_version>`` alone (the layout before
+one folder per publish) are read the same way; ``model_version_of`` maps a folder name to its model version.
+
 Only numpy-free standard library + pyarrow here, so both environments can import it.
 """
 from __future__ import annotations
@@ -23,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +39,9 @@ from serving import ids
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LATEST_NAME = "LATEST"
+# between the model version and the publish's stamp in a version folder's name; never part of a model version
+# (flow.model_runs.MODEL_VERSION_PATTERN), so the model version is read back from the name alone
+VERSION_SEPARATOR = "~"
 
 # table name -> required columns (name -> arrow type string as printed by pyarrow)
 REQUIRED_TABLES = {
@@ -188,17 +196,80 @@ def verify_snapshot(version_dir: str | os.PathLike, *, check_id_columns: bool = 
     return manifest
 
 
+def new_version_name(model_version: str, now: _dt.datetime | None = None) -> str:
+    """A folder name no earlier publish used: ``<model_version>~<YYYYmmddTHHMMSSZ>-<6 hex>`` (UTC ``now``)."""
+    if not model_version or VERSION_SEPARATOR in model_version or "/" in model_version:
+        raise SnapshotError(f"model version {model_version!r} cannot name a snapshot folder")
+    stamp = (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{model_version}{VERSION_SEPARATOR}{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def model_version_of(folder_name: str) -> str:
+    """The model version a version folder is named after: the part before VERSION_SEPARATOR (the whole name for
+    a folder of the older layout)."""
+    return folder_name.split(VERSION_SEPARATOR, 1)[0]
+
+
+def version_dirs(root: str | os.PathLike, model_version: str) -> list[Path]:
+    """The folders of ``model_version`` under ``root`` (complete or not), newest publish first; a folder of the
+    older layout (named ``model_version``) comes last."""
+    root = Path(root)
+    try:
+        names = [p.name for p in root.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []
+    ours = [n for n in names if not n.startswith(".") and model_version_of(n) == model_version]
+    return [root / n for n in sorted(ours, key=lambda n: (VERSION_SEPARATOR in n, n), reverse=True)]
+
+
+def published_dir(root: str | os.PathLike, model_version: str) -> Path:
+    """The folder of ``model_version`` a reader should mean: the one LATEST names when it is of that version, else
+    the newest one with a manifest, else the newest one (incomplete); SnapshotError when there is none."""
+    folders = version_dirs(root, model_version)
+    if not folders:
+        raise SnapshotError(f"no snapshot of model version {model_version!r} under {root}")
+    current = _latest_or_none(root)
+    if current in folders:
+        return current
+    return next((f for f in folders if (f / MANIFEST_NAME).is_file()), folders[0])
+
+
+def intact_version(root: str | os.PathLike, model_version: str) -> Manifest | None:
+    """The manifest of a folder of ``model_version`` that verifies (the one LATEST names first, then the newest),
+    or None; broken or incomplete folders are passed over."""
+    current = _latest_or_none(root)
+    for folder in sorted(version_dirs(root, model_version), key=lambda f: f != current):  # stable sort
+        try:
+            return verify_snapshot(folder)
+        except SnapshotError:
+            continue
+    return None
+
+
+def _latest_or_none(root: str | os.PathLike) -> Path | None:
+    try:
+        return latest_version_dir(root)
+    except SnapshotError:
+        return None
+
+
 def set_latest(root: str | os.PathLike, version: str) -> None:
-    """Point LATEST at ``version`` with an atomic rename, so a reader sees the old or the new name, never half."""
+    """Point LATEST at the folder ``version`` (a folder name under ``root``): the new name is written to a temporary
+    file of its own, then moved over LATEST (os.replace), so a reader sees the old or the new name, never half;
+    concurrent writers never share a temporary file. Raises SnapshotError if the folder has no manifest."""
     root = Path(root)
     if not (root / version / MANIFEST_NAME).is_file():
         raise SnapshotError(f"refusing to point LATEST at {root / version}: it has no {MANIFEST_NAME}")
-    tmp = root / (LATEST_NAME + ".tmp")
-    tmp.write_text(version + "\n")
-    os.replace(tmp, root / LATEST_NAME)
+    tmp = root / f".{LATEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.write_text(version + "\n")
+        os.replace(tmp, root / LATEST_NAME)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def latest_version_dir(root: str | os.PathLike) -> Path:
+    """The folder LATEST names; SnapshotError when there is no LATEST or it holds no valid folder name."""
     root = Path(root)
     try:
         version = (root / LATEST_NAME).read_text().strip()

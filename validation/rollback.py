@@ -34,19 +34,19 @@ def restore_silver(spark, lake: Lake, run: dict) -> str:
 
 
 def restore_latest(spark, lake: Lake, snapshot_root: str | None, failed_version: str | None) -> str:
-    """Point LATEST back at the newest snapshot that passed its gate, if LATEST names the failed one."""
+    """Point LATEST back at the newest snapshot that passed its gate (an intact folder of that model version), if
+    LATEST names a folder of the failed model version."""
     root = local_path(snapshot_root or lake.snapshots)
     try:
-        current = snapshot.latest_version_dir(root).name
+        current = snapshot.model_version_of(snapshot.latest_version_dir(root).name)
     except snapshot.SnapshotError:
         return "LATEST left as is: there is none"
     if current != failed_version:
         return f"LATEST left at {current} (the failed snapshot {failed_version} is not the one served)"
     for good in passed_snapshots(spark, lake, besides=failed_version):
-        try:
-            snapshot.verify_snapshot(root / good)
-        except snapshot.SnapshotError:
+        manifest = snapshot.intact_version(root, good)
+        if manifest is None:
             continue
-        snapshot.set_latest(root, good)
+        snapshot.set_latest(root, manifest.path.name)
         return f"LATEST pointed back from {failed_version} to {good}, the last snapshot that passed its gate"
     return f"LATEST still names {failed_version}: no earlier snapshot passed its gate and still verifies"

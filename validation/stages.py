@@ -254,10 +254,12 @@ def recommendation_checks(spark, lake: Lake, model_version: str | None, n: int |
 
 
 def snapshot_checks(spark, lake: Lake, snapshot_root: str | None, model_version: str | None) -> StageChecks:
-    """A published snapshot (default: the one LATEST names): its manifest verifies, then its tables' suites."""
+    """A published snapshot (default: the one LATEST names; with ``model_version``, serving.snapshot.published_dir):
+    its manifest verifies, then its tables' suites."""
     root = local_path(snapshot_root or lake.snapshots)
     try:
-        version_dir = root / model_version if model_version else snapshot.latest_version_dir(root)
+        version_dir = (snapshot.published_dir(root, model_version) if model_version
+                       else snapshot.latest_version_dir(root))
     except snapshot.SnapshotError as exc:
         raise GateSetupError(f"no snapshot to check: {exc}") from None
     check = CheckResult(target="snapshot", name="snapshot_manifest_verifies", kind=CUSTOM, success=True,
@@ -267,12 +269,12 @@ def snapshot_checks(spark, lake: Lake, snapshot_root: str | None, model_version:
         manifest = snapshot.verify_snapshot(version_dir)
     except snapshot.SnapshotError as exc:
         check.success, check.error = False, str(exc)
-        return StageChecks(extra=[check], model_version=version_dir.name)
+        return StageChecks(extra=[check], model_version=snapshot.model_version_of(version_dir.name))
     check.observed = {"model_version": manifest.model_version, "n": manifest.n,
                       **{f"{name}_rows": entry["rows"] for name, entry in manifest.tables.items()}}
     named = CheckResult(target="snapshot", name="snapshot_names_its_folder", kind=CUSTOM,
-                        success=manifest.model_version == version_dir.name,
-                        description="the manifest's model_version is the snapshot folder's name",
+                        success=manifest.model_version == snapshot.model_version_of(version_dir.name),
+                        description="the snapshot folder is named after the manifest's model_version",
                         observed=manifest.model_version, expected=version_dir.name)
     lists_dir, popular_dir = manifest.table_dir("user_recommendations"), manifest.table_dir("popular_items")
     targets = [

@@ -31,8 +31,9 @@ pytestmark = pytest.mark.slow  # whole-pipeline runs (see pytest.ini)
 
 
 def snapshot_state(lake: str) -> tuple[str, dict]:
+    """The model version LATEST serves, and every file of the snapshot root with its checksum."""
     root = Path(lake) / "snapshots"
-    return (root / snapshot.LATEST_NAME).read_text().strip(), folder_digest(root)
+    return snapshot.model_version_of(snapshot.latest_version_dir(root).name), folder_digest(root)
 
 
 def test_a_good_run_passes_every_gate(published_lake):
@@ -99,7 +100,7 @@ def test_failed_recommendations_gate_stops_publish_and_leaves_the_snapshot_uncha
     assert [c.description for c in result.failures] == [f"every scored user has exactly {N} recommendations"]
     assert result.failures[0].observed == 2 and {e["rows"] for e in result.failures[0].examples} == {N - 1}
     assert snapshot_state(lake) == (latest_before, files_before)  # publish never ran: same LATEST, same bytes
-    assert not (Path(lake) / "snapshots" / "v2").exists()
+    assert snapshot.version_dirs(Path(lake) / "snapshots", "v2") == []
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def test_failed_snapshot_gate_points_latest_back_at_the_last_good_snapshot(spark
     assert {c.description for c in result.failures if c.kind == "expectation"} == {"no item twice in a list"}
     assert {c.name for c in result.failures if c.kind == "drift"} == {"drift_rows"}  # 2 users where v1 had 40
     assert result.actions == ["LATEST pointed back from v-bad to v1, the last snapshot that passed its gate"]
-    assert snapshot.latest_version_dir(bad_snapshot).name == "v1"
+    assert snapshot.model_version_of(snapshot.latest_version_dir(bad_snapshot).name) == "v1"
 
 
 def test_the_job_exits_non_zero_when_its_gate_fails(published_lake, bad_snapshot):
