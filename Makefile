@@ -1,8 +1,13 @@
 # Two environments (their pins conflict, see README): .venv for batch/pipeline/tests, .venv-serving for Seldon.
-PY312 ?= $(shell scripts/find_python312.sh)
+# batch: Python 3.13 (its zipimport no longer re-reads every zip on a Spark worker's path before each task);
+# serving: 3.12 (seldon-core 1.19 needs >= 3.12 and numpy < 2). Override with make PYTHON_313=... PYTHON_312=...
+PYTHON_313 ?= $(shell scripts/find_python.sh 3.13)
+PYTHON_312 ?= $(shell scripts/find_python.sh 3.12)
 VENV := .venv
 SERVING_VENV := .venv-serving
 PY := $(VENV)/bin/python
+# the stamp names the Python: a .venv of another version is made anew
+BATCH_STAMP := $(VENV)/.installed-3.13
 DEMO_LAKE ?= demo-lake
 SNAPSHOTS ?= $(DEMO_LAKE)/snapshots
 PYTEST_ARGS ?=
@@ -10,16 +15,18 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: setup demo test serve delta-jars clean prereqs manifests pipeline
 
-setup: $(VENV)/.installed $(SERVING_VENV)/.installed
+setup: $(BATCH_STAMP) $(SERVING_VENV)/.installed
 	-@$(MAKE) --no-print-directory als-blas
 
 prereqs:
-	@scripts/check_prereqs.sh "$(PY312)"
+	@scripts/check_prereqs.sh 3.13 "$(PYTHON_313)"
+	@scripts/check_prereqs.sh 3.12 "$(PYTHON_312)"
 
-$(VENV)/.installed: requirements/batch.lock requirements/dev.lock setup.py
-	@scripts/check_prereqs.sh "$(PY312)"
+$(BATCH_STAMP): requirements/batch.lock requirements/dev.lock setup.py
+	@scripts/check_prereqs.sh 3.13 "$(PYTHON_313)"
 	-@$(MAKE) --no-print-directory blas
-	test -x $(VENV)/bin/python || "$(PY312)" -m venv $(VENV)
+	$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
+	  || { rm -rf $(VENV) && "$(PYTHON_313)" -m venv $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements/batch.lock
 	$(VENV)/bin/pip install -q -r requirements/dev.lock
@@ -27,8 +34,8 @@ $(VENV)/.installed: requirements/batch.lock requirements/dev.lock setup.py
 	touch $@
 
 $(SERVING_VENV)/.installed: requirements/serving.lock setup.py
-	@scripts/check_prereqs.sh "$(PY312)"
-	test -x $(SERVING_VENV)/bin/python || "$(PY312)" -m venv $(SERVING_VENV)
+	@scripts/check_prereqs.sh 3.12 "$(PYTHON_312)"
+	test -x $(SERVING_VENV)/bin/python || "$(PYTHON_312)" -m venv $(SERVING_VENV)
 	$(SERVING_VENV)/bin/pip install -q --upgrade pip
 	$(SERVING_VENV)/bin/pip install -q -r requirements/serving.lock
 	$(SERVING_VENV)/bin/pip install -q --no-deps -e .
@@ -48,16 +55,16 @@ serve: $(SERVING_VENV)/.installed
 
 ## Fallback when Spark's Ivy cannot reach Maven Central: fetch Delta's jars with Maven into .jars/
 ## and run jobs with --jars-dir .jars (or RECSYS_JARS_DIR=.jars).
-delta-jars: $(VENV)/.installed
+delta-jars: $(BATCH_STAMP)
 	$(PY) -m jobs.delta_jars --dest .jars
 
 clean:
 	rm -rf $(DEMO_LAKE) spark-warehouse metastore_db derby.log .pytest_cache
 
 ## Regenerate the SparkApplication manifests (deploy/k8s) and the compiled Kubeflow pipeline from their sources.
-manifests: $(VENV)/.installed
+manifests: $(BATCH_STAMP)
 	$(PY) -m deploy.spark_apps --out deploy/k8s
-pipeline: $(VENV)/.installed
+pipeline: $(BATCH_STAMP)
 	$(PY) -m deploy.kubeflow.pipeline --output deploy/kubeflow/nightly_pipeline.yaml
 
 ## Benchmark the lookup service against a trivial model in the same seldon-core-microservice (needs wrk:
@@ -69,7 +76,7 @@ bench-serving: $(SERVING_VENV)/.installed
 ## Benchmark batch scoring (models.topn) against Spark's recommendForAllUsers and the implicit library on the
 ## same factors (implicit comes from requirements/dev.lock); writes bench/results/scoring.json. Takes many minutes.
 .PHONY: bench-scoring
-bench-scoring: $(VENV)/.installed
+bench-scoring: $(BATCH_STAMP)
 	$(PY) bench/scoring.py
 
 ## Native BLAS for Spark ALS (several times faster than netlib's Java fallback): Debian's OpenBLAS becomes
@@ -97,25 +104,31 @@ $(ALS_BLAS): models/native/als_blas.c
 ## The per-rating BLAS call of Spark ALS (dspr + daxpy through JNI), our library vs OpenBLAS alone, ranks 16-128;
 ## writes bench/results/als_blas.json. About 2 minutes.
 .PHONY: bench-als-blas
-bench-als-blas: $(VENV)/.installed als-blas
+bench-als-blas: $(BATCH_STAMP) als-blas
 	$(PY) bench/als_blas.py
 
 ## Benchmark ALS training per iteration against the implicit library (requirements/dev.lock) at 1M and 10M
 ## pairs; writes bench/results/training.json. Takes many minutes.
 .PHONY: bench-training
-bench-training: $(VENV)/.installed als-blas
+bench-training: $(BATCH_STAMP) als-blas
 	$(PY) bench/training.py
+
+## Each speed trick (models/speed.py) against its reference path, whole jobs in fresh processes, in turns:
+## scoring 100k x 20k, ALS training at ranks 32-200; writes bench/results/tricks.json. About 30 minutes.
+.PHONY: bench-tricks
+bench-tricks: $(BATCH_STAMP) als-blas
+	$(PY) bench/tricks.py
 
 ## Benchmark the data-quality gates against ingest on 10M generated events (raw gate + ingest + silver gate,
 ## side by side in one Spark session, 3 rounds: the ratio of the medians); writes bench/results/validation.json.
 ## Takes about 20 minutes on 2 cores.
 .PHONY: bench-validation
-bench-validation: $(VENV)/.installed
+bench-validation: $(BATCH_STAMP)
 	$(PY) bench/validation.py --repeats 3
 
 ## Ingest benchmark: jobs.ingest end to end vs a plain Spark copy of the same files into Delta, at 1M and 10M
 ## generated events (each phase in a fresh driver, local[2]); writes bench/results/ingest.json. Takes many minutes;
 ## other sizes: $(PY) bench/ingest.py --sizes 1000000,3000000
 .PHONY: bench-ingest
-bench-ingest: $(VENV)/.installed
+bench-ingest: $(BATCH_STAMP)
 	$(PY) bench/ingest.py

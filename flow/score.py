@@ -48,7 +48,7 @@ class ScoreOptions:
     gemm: str = "auto"  # who computes the score blocks: one of models.select.GEMM_BACKENDS
     block_bytes: int = DEFAULT_BLOCK_BYTES  # bound on one block's score matrix in a Python worker
     item_budget_bytes: int = DEFAULT_ITEM_BUDGET_BYTES  # item factors up to this size are broadcast whole
-    direct_read: bool = True  # read plain local Parquet inputs with pyarrow (False: everything through Spark)
+    direct_read: bool | None = None  # read plain local Parquet inputs with pyarrow (None: unless models.speed says not)
 
     @property
     def kernel(self) -> dict:

@@ -2,5 +2,5 @@
 
 Every job runs as ``python -m jobs.<name>``, as ``spark-submit jobs/<name>.py`` and as a SparkApplication. May
 import everything else; never another job. ``cli`` (shared flags), ``spark_session`` (the session factory),
-``package_code``, ``delta_jars`` and ``python_worker_daemon`` are the jobs' support, not jobs.
+``package_code`` and ``delta_jars`` are the jobs' support, not jobs.
 """

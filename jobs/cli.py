@@ -10,6 +10,7 @@ import sys
 from flow.ingest import DEFAULT_BOT_MAX_EVENTS_PER_DAY, PARTITION_GRAINS, IngestOptions
 from flow.tune import SEARCHES, TuneOptions
 from jobs.spark_session import build_spark
+from models import speed
 from models.als import AlsParams
 from models.tuning import DEFAULT_TUNE_TEST_FOLDS
 from transforms import parse
@@ -36,6 +37,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     spark.add_argument("--jars-dir", default=None,
                        help="folder of jars (e.g. from `make delta-jars`) used instead of fetching Delta with Ivy")
     spark.add_argument("--log-level", default="WARN", help="Spark log level")
+    spark.add_argument("--reference-path", action="store_true",
+                       help="run without any speed trick (models.speed; same as RECSYS_REFERENCE_PATH=1): Spark "
+                            "ALS on the system BLAS, scoring inputs read through Spark")
     return parser
 
 
@@ -58,6 +62,8 @@ def comma_list(text: str | None) -> tuple[str, ...] | None:
 def spark_from_args(app_name: str, args: argparse.Namespace):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if args.reference_path:
+        speed.use_reference_path()
     return build_spark(app_name, master=args.master, conf=parse_conf(args.conf), jars_dir=args.jars_dir,
                        log_level=args.log_level)
 

@@ -51,10 +51,6 @@ def build_parser():
                          help="bound on one block's score matrix (users x items x 4 bytes) in a Python worker")
     scoring.add_argument("--item-budget-mb", type=int, default=ScoreOptions.item_budget_bytes >> 20,
                          help="item factors up to this size are broadcast whole; larger ones are scored in chunks")
-    scoring.add_argument("--read-through-spark", action="store_true",
-                         help="read the seen pairs, item factors and user factors through Spark even when they are "
-                              "plain Parquet files on a local or mounted filesystem (which the driver, and for the "
-                              "user factors the scoring tasks, otherwise read with pyarrow: models.parquet_direct)")
     return parser
 
 
@@ -67,8 +63,7 @@ def options(args) -> ScoreOptions:
         model_version=args.model_version, n=args.n, popular_n=args.popular_n, recent_days=args.recent_days,
         similar=args.similar, similar_n=args.similar_n, cooccurrence_measure=args.cooccurrence_measure,
         max_items_per_user=args.max_items_per_user, min_cooccurrence=args.min_cooccurrence, gemm=args.gemm,
-        block_bytes=args.block_mb << 20, item_budget_bytes=args.item_budget_mb << 20,
-        direct_read=not args.read_through_spark)
+        block_bytes=args.block_mb << 20, item_budget_bytes=args.item_budget_mb << 20)
 
 
 def run(spark, args) -> dict:

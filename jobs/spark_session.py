@@ -37,14 +37,6 @@ DEFAULT_CONF = {
 # the session's parallelism, capped at Delta's default.
 DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 DELTA_DEFAULT_SNAPSHOT_PARTITIONS = 50
-# Python workers are forked by our copy of PySpark's daemon, which stops Python 3.12 from re-reading every zip on
-# the workers' path before each task (0.25-0.9 s a task; see jobs/python_worker_daemon.py). Python 3.13+ needs no fix.
-# The executors must be able to import it before any --py-files arrive: always true with a local master (the
-# workers run this interpreter), and in our image, which sets RECSYS_WORKER_DAEMON=1. Elsewhere (a cluster fed
-# with --py-files) PySpark's own daemon stays, unless that variable says the package is installed there.
-PYTHON_DAEMON_MODULE_CONF = "spark.python.daemon.module"
-PYTHON_WORKER_DAEMON = "jobs.python_worker_daemon"
-WORKER_DAEMON_ENV = "RECSYS_WORKER_DAEMON"
 # The JVM this process starts (in local mode the driver is also the only executor) collects garbage with the
 # throughput collector: nightly jobs are batch work, where G1's concurrent marking threads and costlier write barriers
 # take CPU from the tasks on a small machine and its shorter pauses buy nothing. Measured at 100k x 20k scoring,
@@ -104,9 +96,6 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
     if not submitted:
         settings.update(LOCAL_ONLY_CONF)
     settings.update(conf or {})
-    effective_master = _launcher_master() if submitted else (master or settings.get("spark.master", "local[*]"))
-    if PYTHON_DAEMON_MODULE_CONF not in settings and use_worker_daemon(effective_master):
-        settings[PYTHON_DAEMON_MODULE_CONF] = PYTHON_WORKER_DAEMON
     settings = _with_als_blas(settings, submitted)
 
     builder = SparkSession.builder.appName(app_name)
@@ -150,16 +139,6 @@ def snapshot_partitions(parallelism: int) -> int:
     return max(1, min(DELTA_DEFAULT_SNAPSHOT_PARTITIONS, int(parallelism)))
 
 
-def use_worker_daemon(master: str | None, env: dict | None = None, version: tuple = sys.version_info) -> bool:
-    """Whether Python workers should start from jobs.python_worker_daemon (see PYTHON_WORKER_DAEMON)."""
-    env = os.environ if env is None else env
-    if tuple(version) >= (3, 13):
-        return False
-    if env.get(WORKER_DAEMON_ENV) in ("0", "1"):
-        return env[WORKER_DAEMON_ENV] == "1"
-    return (master or "local[*]").startswith("local")
-
-
 def _with_als_blas(settings: dict[str, str], submitted: bool) -> dict[str, str]:
     """Add the Java option that loads Spark ALS's BLAS library to the JVMs this session starts.
 
@@ -183,11 +162,6 @@ def _launcher_setting(key: str, default: str | None = None) -> str | None:
     from pyspark import SparkConf
 
     return SparkConf().get(key, default)
-
-
-def _launcher_master() -> str | None:
-    """The master spark-submit was given."""
-    return _launcher_setting("spark.master")
 
 
 def _keep_jars_off_python_path(spark: SparkSession) -> None:

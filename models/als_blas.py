@@ -22,7 +22,8 @@ Where the library comes from:
 * The batch image compiles it in a build stage and sets $RECSYS_ALS_BLAS to its path (deploy/Dockerfile.batch);
   the SparkApplications pass the same Java option to drivers and executors (deploy/spark_apps.py).
 * $RECSYS_ALS_BLAS=<path> names the library explicitly; $RECSYS_ALS_BLAS=system keeps netlib's own choice
-  (libblas.so.3 as installed), for a comparison or if the library is suspected of anything.
+  (libblas.so.3 as installed), for a comparison or if the library is suspected of anything, and so does the
+  reference path of all speed tricks (models.speed, $RECSYS_REFERENCE_PATH=1).
 Without it ALS still runs, on OpenBLAS alone (or netlib's Java BLAS), only slower.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ import struct
 from pathlib import Path
 
 from lake import jvm
+from models import speed
 
 LIBRARY_ENV = "RECSYS_ALS_BLAS"
 SYSTEM = "system"
@@ -55,13 +57,13 @@ class AlsBlasError(RuntimeError):
 def library_path(env: dict | None = None) -> Path | None:
     """The library the JVMs should load, or None to leave netlib's default (libblas.so.3) in place.
 
-    $RECSYS_ALS_BLAS wins: ``system`` means None, a path must exist (AlsBlasError otherwise: a path someone set
-    and mistyped should not silently cost half the training speed). Without it, the library built by
-    ``make als-blas`` is used when present.
+    The reference path (models.speed) means None. Otherwise $RECSYS_ALS_BLAS wins: ``system`` means None, a path
+    must exist (AlsBlasError otherwise: a path someone set and mistyped should not silently cost half the training
+    speed). Without it, the library built by ``make als-blas`` is used when present.
     """
     env = os.environ if env is None else env
     chosen = env.get(LIBRARY_ENV, "").strip()
-    if chosen.lower() == SYSTEM:
+    if chosen.lower() == SYSTEM or not speed.tricks_enabled(env):
         return None
     if chosen:
         path = Path(chosen)

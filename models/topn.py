@@ -13,7 +13,6 @@ seen items, so one has to ask for N + max(seen) items and filter afterwards (apa
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import math
@@ -28,7 +27,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lake import jvm
-from models import parquet_direct
+from models import parquet_direct, speed
 from models.select import (MAX_BLOCK_USERS, BlockScorer, SeenIndex, check_gemm, factor_matrix, factors_from_arrow,
                            list_lengths_and_values, resolve_gemm)
 from transforms import columns as C
@@ -44,7 +43,6 @@ DIRECT_COLLECT_MARGIN = 4  # item factors planned at most budget / 4 bytes are c
 DEFAULT_SEEN_BROADCAST_PAIRS = 50_000_000  # seen pairs up to this many reach the scorers as one broadcast index
 DIRECT_READ_BATCH_USERS = 10_000  # users per batch a task reads from the files (Spark's Arrow batch size)
 OUTPUT_SLICE_USERS = 2048  # users per output batch: the scorer's temporaries stay a few MB, reused slice after slice
-KEEP_FREED_BELOW_BYTES = 32 << 20  # glibc's largest heap allocation: smaller blocks are kept and reused (see below)
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class _Job:
 def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, *, n: int,
                     block_bytes: int = DEFAULT_BLOCK_BYTES, item_budget_bytes: int = DEFAULT_ITEM_BUDGET_BYTES,
                     partitions: int | None = None, seen_broadcast_pairs: int = DEFAULT_SEEN_BROADCAST_PAIRS,
-                    gemm: str = "auto", direct_read: bool = True) -> DataFrame:
+                    gemm: str = "auto", direct_read: bool | None = None) -> DataFrame:
     """(user_idx, item_idx, score, rank) for every user in ``user_factors``: n items each, seen ones excluded.
 
     ``user_factors`` (user_idx, features) and ``item_factors`` (item_idx, features) are ALS factor tables;
@@ -78,7 +76,8 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     ``gemm`` (GEMM_BACKENDS): "auto" is resolved here, on the driver, on this job's block shape (resolve_gemm), so
     that every executor uses the same backend (the same scores to the last bit) and one without it fails clearly.
     ``direct_read``: the seen pairs, the item factors and the users are read from their Parquet files with pyarrow
-    when they are plain scans of local files (models.parquet_direct); False reads them through Spark.
+    when they are plain scans of local files (models.parquet_direct); False reads them through Spark; None (the
+    default) reads directly unless the reference path is asked for (models.speed).
     ValueError for n < 1, a non-positive byte bound, an unknown ``gemm`` or factor vectors of unequal lengths.
     """
     if n < 1:
@@ -86,6 +85,7 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     if block_bytes < 1 or item_budget_bytes < 1:
         raise ValueError(f"block_bytes and item_budget_bytes must be positive, got {block_bytes}, {item_budget_bytes}")
     check_gemm(gemm)  # before any Spark work; "auto" is resolved once the block shape is known
+    direct_read = speed.tricks_enabled() if direct_read is None else direct_read
     job = _set_up(item_factors, seen, block_bytes, item_budget_bytes, seen_broadcast_pairs, gemm, direct_read)
     if job is None:
         return user_factors.sparkSession.createDataFrame([], OUTPUT_SCHEMA)
@@ -201,7 +201,6 @@ def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, 
     that one slice's temporaries are small blocks the worker's allocator hands out again for the next."""
 
     def score_partition(batches):
-        keep_freed_memory()
         item_idx, item_vecs = shared.value
         seen_index = shared_seen.value if shared_seen is not None else None
         scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users, gemm=gemm)
@@ -235,27 +234,8 @@ def _read_users(tasks, source: parquet_direct.ParquetSource, reads):
                 yield from parquet_direct.read_slices(source, reads[task], DIRECT_READ_BATCH_USERS)
             except OSError as error:
                 raise RuntimeError(f"the scorer could not read the user factors from their Parquet files ({error}); "
-                                   "score with direct_read=False (jobs.score --read-through-spark) to read them "
+                                   "score on the reference path (jobs.score --reference-path) to read them "
                                    "through Spark") from error
-
-
-@functools.cache  # once per process
-def keep_freed_memory() -> None:
-    """Make this process's C allocator (glibc) keep the memory it frees, below KEEP_FREED_BELOW_BYTES a block, and
-    give pyarrow's buffers the same allocator (its system pool; mimalloc, its default, returns freed pages).
-
-    A scorer allocates the same sizes batch after batch: kept blocks are reused instead of fresh pages faulted in
-    and zeroed by the kernel for every batch. The worker keeps its peak heap until it exits. Nothing is done where
-    glibc's mallopt is absent."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): leave the allocator as it is
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    mallopt(m_trim_threshold, ctypes.c_int(1 << 30))
-    mallopt(m_mmap_threshold, ctypes.c_int(KEEP_FREED_BELOW_BYTES))
-    pa.set_memory_pool(pa.system_memory_pool())  # pyarrow's buffers from glibc too, kept the same way
 
 
 def collect_seen_index(seen: DataFrame, *, max_pairs: int, direct_read: bool = True) -> SeenIndex | None:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Stops set-up early, with a message that says what to install, when Java 17+ or Python 3.12 is missing.
+# Stops set-up early, with a message that says what to install, when Java 17+ or the Python version asked for
+# (usage: check_prereqs.sh 3.13 /path/to/python) is missing.
 set -euo pipefail
-py="${1:-}"
+want="${1:?usage: check_prereqs.sh MAJOR.MINOR PYTHON}"
+py="${2:-}"
 fail=0
 if ! command -v java >/dev/null 2>&1; then
   echo "ERROR: java not found. Spark 4.1 needs Java 17 or 21: apt-get install openjdk-17-jre-headless (or set JAVA_HOME and PATH)." >&2
@@ -13,9 +15,9 @@ else
     fail=1
   fi
 fi
-if [ -z "$py" ] || ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 12) else 1)' >/dev/null 2>&1; then
-  echo "ERROR: Python 3.12 not found (looked for python3.12 on PATH and ~/.pyenv/versions/3.12*)." >&2
-  echo "       Install it (pyenv install 3.12, or apt-get install python3.12 python3.12-venv) or run: make PY312=/path/to/python3.12 ..." >&2
+if [ -z "$py" ] || ! "$py" -c "import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$want' else 1)" >/dev/null 2>&1; then
+  echo "ERROR: Python $want not found (looked for python$want on PATH and ~/.pyenv/versions/$want*)." >&2
+  echo "       Install it (pyenv install $want, or apt-get install python$want python$want-venv) or run: make PYTHON_${want/./}=/path/to/python$want ..." >&2
   fail=1
 fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas'; then

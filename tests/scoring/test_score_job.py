@@ -10,7 +10,7 @@ from flow.model_runs import model_run
 from jobs import generate_logs, nightly, publish, score
 from lake import tables
 from lake.registry import Lake
-from models import parquet_direct
+from models import parquet_direct, speed
 from models.bundle import load_bundle
 from serving import snapshot
 from transforms import columns as C
@@ -69,9 +69,10 @@ def test_recommendations_equal_a_brute_force_over_the_saved_factors(spark, lake)
             assert got[user_id[u]] == expected, u
 
 
-def test_the_jobs_inputs_are_read_from_their_files_and_through_spark_alike(spark, lake):
+def test_the_jobs_inputs_are_read_from_their_files_and_through_spark_alike(spark, lake, monkeypatch):
     """The saved model's item factors and the training table at the model's version are plain Parquet scans: the
-    driver reads them itself. --read-through-spark collects them through Spark and writes the same rows."""
+    driver reads them itself. On the reference path (models.speed) it collects them through Spark and writes the
+    same rows."""
     meta = model_run(spark, lake, VERSION)
     model = load_bundle(spark, meta["model_dir"])
     training = tables.read(spark, meta["training_table"], version=meta["training_version"])
@@ -83,7 +84,8 @@ def test_the_jobs_inputs_are_read_from_their_files_and_through_spark_alike(spark
                       .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).collect())
 
     direct = recommendations()
-    assert rescore(spark, lake, "--read-through-spark")["rows"] == len(direct)
+    monkeypatch.setenv(speed.REFERENCE_PATH_ENV, "1")
+    assert rescore(spark, lake)["rows"] == len(direct)
     assert recommendations() == direct
 
 

@@ -48,54 +48,18 @@ def test_snapshot_partitions_follow_the_cores_up_to_deltas_default():
     assert spark_session.snapshot_partitions(400) == spark_session.DELTA_DEFAULT_SNAPSHOT_PARTITIONS
 
 
-def test_python_workers_run_our_daemon_without_jars_on_their_path(spark):
+def test_python_workers_have_no_jars_on_their_path(spark):
     import pyarrow as pa
 
     def worker_state(batches):
         import sys
-        import zipimport
 
         for _ in batches:
             pass
-        lazy = zipimport.zipimporter.invalidate_caches.__module__ == "jobs.python_worker_daemon"
         jars = [p for p in sys.path if p.lower().endswith(".jar") and "spark-core" not in p]
-        yield pa.RecordBatch.from_pylist([{"lazy": lazy, "jars": len(jars)}])
+        yield pa.RecordBatch.from_pylist([{"jars": len(jars)}])
 
-    rows = spark.range(0, 4, 1, 2).mapInArrow(worker_state, "lazy boolean, jars long").collect()
-    assert spark.conf.get(spark_session.PYTHON_DAEMON_MODULE_CONF) == spark_session.PYTHON_WORKER_DAEMON
-    assert [tuple(r) for r in rows] == [(True, 0), (True, 0)]
-
-
-def test_lazy_zip_invalidation_rereads_only_a_changed_archive(tmp_path):
-    import zipfile
-    import zipimport
-
-    from jobs import python_worker_daemon as daemon
-
-    archive = tmp_path / "pkg.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("first.py", "X = 1\n")
-    importer = zipimport.zipimporter(str(archive))
-    daemon.invalidate_if_changed(importer)
-    with zipfile.ZipFile(archive, "a") as zf:  # the archive grows: the next invalidation must see the new module
-        zf.writestr("second.py", "X = 2\n")
-    daemon.invalidate_if_changed(importer)
-    assert importer.find_spec("second") is not None
-    reads = []
-    original = daemon._reread
-    daemon._reread = lambda imp: reads.append(imp.archive)
-    try:
-        daemon.invalidate_if_changed(importer)  # unchanged archive: no re-read
-    finally:
-        daemon._reread = original
-    assert reads == []
+    rows = spark.range(0, 4, 1, 2).mapInArrow(worker_state, "jars long").collect()
+    assert [tuple(r) for r in rows] == [(0,), (0,)]
 
 
-def test_worker_daemon_only_where_executors_can_import_it():
-    use = spark_session.use_worker_daemon
-    assert use("local[2]", env={}, version=(3, 12))
-    assert use(None, env={}, version=(3, 12))  # no master given: the factory's default is local[*]
-    assert not use("spark://10.0.0.1:7077", env={}, version=(3, 12))  # a cluster fed with --py-files
-    assert use("k8s://https://api:6443", env={"RECSYS_WORKER_DAEMON": "1"}, version=(3, 12))  # our image
-    assert not use("local[2]", env={"RECSYS_WORKER_DAEMON": "0"}, version=(3, 12))
-    assert not use("local[2]", env={}, version=(3, 13))  # CPython fixed the zip re-read in 3.13

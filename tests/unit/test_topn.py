@@ -83,21 +83,3 @@ def test_seen_index_returns_each_users_items_in_the_users_order():
     assert empty_lengths.tolist() == [0, 0] and empty_items.tolist() == []
     with pytest.raises(ValueError, match="user_idx"):
         select.SeenIndex.from_pairs(np.array([-2]), np.array([1]))
-
-
-def test_keep_freed_memory_gives_pyarrow_the_c_allocator():
-    """In a fresh interpreter (the setting is per process): pyarrow's default pool becomes the system one."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = ("import pyarrow as pa; before = pa.default_memory_pool().backend_name\n"
-            "from models import topn; topn.keep_freed_memory(); topn.keep_freed_memory()\n"
-            "print(before, pa.default_memory_pool().backend_name)")
-    root = Path(topn.__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}  # pyarrow's own default first
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
-                         check=True).stdout
-    before, after = out.split()
-    assert after == "system" and before != "system", out
