@@ -17,9 +17,12 @@ What a run does:
    the rows of bot-like user-days (``--bot-max-events-per-day``);
 4. appends every rejected row to quarantine/interactions (raw text, source, reason);
 5. keeps the first copy (in read order: file, offset, line) of each event key among the good rows, then MERGEs
-   them into silver/interactions on ``event_id`` (insert only; the batch's partition values are literals in the
-   merge condition so Delta prunes the target, delta-io/delta#668), partitioned by event date (event logs) or
-   month (rating files, which span decades); late events land in the partition of their own date;
+   them into silver/interactions on ``event_id`` alone (insert only), partitioned by event date (event logs) or
+   month (rating files, which span decades); late events land in the partition of their own date. An event is
+   its key whatever its time: one re-sent with the same user and source event id (or, without an id, the same
+   content) is a duplicate even when its time moved to another day or month. The MERGE reads only the batch's
+   partitions and those where the key -> date index silver/event_keys (flow.event_keys) says the batch's
+   id-keyed events already are (literals in the merge condition, so Delta prunes the target, delta-io/delta#668);
 6. checks read = headers + loaded + duplicates + quarantined from the write metrics of the commits themselves
    (Delta operationMetrics) and fails with ConservationError if it does not hold;
 7. records the files in meta/ingested_files and the run summary in meta/ingest_runs, and prints the summary.
@@ -48,6 +51,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flow import runs
+from flow.event_keys import dates_of_known_keys
 from flow.progress import Progress
 from lake import tables
 from lake.fs import InputFile, list_input_files
@@ -138,44 +142,46 @@ def input_format(fmt_name: str, options: "IngestOptions"):
 # ---------------------------------------------------------------------------------------------- Delta writes
 
 
-def partition_literal(column: str, value) -> str:
-    if column == C.EVENT_DATE:
-        return f"DATE'{value.isoformat()}'"
-    return "'" + str(value).replace("'", "''") + "'"
+def partitions_to_read(partition_col: str, partition_values: list, known_dates: list[dt.date]) -> list:
+    """Silver's partitions a batch's MERGE must read, sorted: the batch's own ``partition_values`` (where an event
+    keyed by its content, time included, can already be) and the partitions of ``known_dates`` (where the batch's
+    id-keyed events may already be, flow.event_keys), as values of ``partition_col``."""
+    known = known_dates if partition_col == C.EVENT_DATE else [d.strftime("%Y-%m") for d in known_dates]
+    return sorted(set(partition_values) | set(known))
 
 
 def merge_new_events(spark, events: DataFrame, path: str, *, partition_col: str, partition_values: list,
-                     tag: str, distinct_events: int) -> dict[str, int]:
-    """Insert the events whose event_id is not in silver yet; returns version, source_rows and inserted.
+                     tag: str, distinct_events: int, known_dates: list[dt.date] = ()) -> dict[str, int]:
+    """Insert the events whose event_id is not in silver yet; returns version, source_rows, inserted and
+    partitions_read.
 
     ``source_rows`` comes from the commit's own metrics (numSourceRows); when the MERGE inserts nothing Delta
     commits nothing, and ``distinct_events`` (counted before) stands in.
 
-    The merge condition names the batch's partition values as literals (``t.p IN (...)``) so Delta reads only
-    those partitions of the target (delta-io/delta#668); every partition value of the batch must be in that list,
-    or rows of a missing partition would be inserted again.
+    The merge condition matches on ``event_id`` alone and names the partitions to read as literals
+    (``t.p IN (...)``, partitions_to_read) so Delta reads only those partitions of the target
+    (delta-io/delta#668); a key already in a partition left out of that list would be inserted again.
     """
     if not partition_values:
         return {"version": tables.version(spark, path) if tables.exists(spark, path) else None,
-                "source_rows": 0, "inserted": 0}
+                "source_rows": 0, "inserted": 0, "partitions_read": 0}
     if not tables.exists(spark, path):
         with tables.session_conf(spark, SILVER_WRITE_CONF):
             version, written = tables.append_tagged(spark, events, path, tag=tag, partition_by=[partition_col],
                                            optimize_write=False, properties=SILVER_PROPERTIES)
-        return {"version": version, "source_rows": written, "inserted": written}
-    values = ", ".join(partition_literal(partition_col, v) for v in sorted(partition_values))
-    condition = (f"t.`{partition_col}` IN ({values}) AND t.`{partition_col}` = s.`{partition_col}` "
-                 f"AND t.`{C.EVENT_ID}` = s.`{C.EVENT_ID}`")
+        return {"version": version, "source_rows": written, "inserted": written, "partitions_read": 0}
+    read = partitions_to_read(partition_col, partition_values, list(known_dates))
+    condition = F.col(f"t.{partition_col}").isin(read) & (F.col(f"t.{C.EVENT_ID}") == F.col(f"s.{C.EVENT_ID}"))
     tables.ensure_properties(spark, path, SILVER_PROPERTIES)
     before = tables.version(spark, path)
     with tables.session_conf(spark, {**SILVER_WRITE_CONF, "spark.databricks.delta.commitInfo.userMetadata": tag}):
         tables.merge_insert_new(spark, events, path, condition)
     committed = tables.commit_metrics(spark, path, tag, after_version=before)
     if committed is None:  # every event was already there: Delta commits nothing; count the batch's events once
-        return {"version": before, "source_rows": distinct_events, "inserted": 0}
+        return {"version": before, "source_rows": distinct_events, "inserted": 0, "partitions_read": len(read)}
     version, metrics = committed
     return {"version": version, "source_rows": metrics.get("numSourceRows", 0),
-            "inserted": metrics.get("numTargetRowsInserted", 0)}
+            "inserted": metrics.get("numTargetRowsInserted", 0), "partitions_read": len(read)}
 
 
 def resolve_partition_column(spark, silver_path: str, grain: str | None, fmt) -> str:
@@ -421,8 +427,9 @@ def _outlier_policy(run: _Run, batch: DataFrame, counted: dict,
 
 def _dedupe_and_merge(run: _Run, final: DataFrame, split_df: DataFrame, counted: dict, partition_col: str,
                       partition_values: list, progress: Progress) -> dict:
-    """Keep the first copy (read order) of each event key among the good rows and MERGE them into silver;
-    returns merge_new_events' numbers plus ``distinct_events``."""
+    """Keep the first copy (read order) of each event key among the good rows and MERGE them into silver, reading
+    the partitions where the key -> date index finds the batch's id-keyed events too (event logs; rating files'
+    keys hold their time); returns merge_new_events' numbers plus ``distinct_events``."""
     progress.step("duplicates within the input")
     # read order: input splits in (file, offset) order, then line; unique per row of the run
     good = (final.where(F.col(C.REASON).isNull())
@@ -437,12 +444,18 @@ def _dedupe_and_merge(run: _Run, final: DataFrame, split_df: DataFrame, counted:
         if dup_keys:
             good = parse.drop_later_copies(good, dups, order_col=READ_ORDER,
                                            broadcast=dup_keys <= MAX_BROADCAST_DUPLICATE_KEYS)
-        progress.step("silver merge")
         events = good.transform(parse.with_event_date).select(*SILVER_COLUMNS, C.INGEST_RUN_ID, C.INGESTED_AT)
+        known_dates = []
+        if parse.is_event_format(run.fmt) and partition_values:
+            progress.step("event key index")
+            known_dates = dates_of_known_keys(run.spark, run.lake, events, tag=run.tag)
+        progress.step("silver merge")
         merged = merge_new_events(run.spark, events, run.lake.silver, partition_col=partition_col,
-                                  partition_values=partition_values, tag=run.tag, distinct_events=distinct_events)
+                                  partition_values=partition_values, tag=run.tag, distinct_events=distinct_events,
+                                  known_dates=known_dates)
     finally:
         dups.unpersist()
+    run.summary["silver_partitions_read"] = merged["partitions_read"]
     return {**merged, "distinct_events": distinct_events}
 
 

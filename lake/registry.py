@@ -12,6 +12,7 @@ from pathlib import Path
 TABLES = {
     "bronze": ("bronze", "interactions"),
     "silver": ("silver", "interactions"),
+    "event_keys": ("silver", "event_keys"),  # key -> date index of silver's id-keyed events (flow.event_keys)
     "quarantine": ("quarantine", "interactions"),
     "user_ids": ("silver", "user_ids"),
     "item_ids": ("silver", "item_ids"),

@@ -8,7 +8,7 @@ import contextlib
 import logging
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -200,9 +200,10 @@ def ensure_properties(spark: SparkSession, path: str, properties: dict[str, str]
         log.info("%s: table properties set: %s", path, settings)
 
 
-def merge_insert_new(spark: SparkSession, source: DataFrame, path: str, condition: str) -> None:
+def merge_insert_new(spark: SparkSession, source: DataFrame, path: str, condition: str | Column) -> None:
     """MERGE ``source`` (alias ``s``) into the table at ``path`` (alias ``t``): insert the rows no target row
-    matches on ``condition``; new columns are added (schema evolution)."""
+    matches on ``condition`` (SQL text naming only columns, or a Column whose values are literals); new columns
+    are added (schema evolution)."""
     (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
      .withSchemaEvolution().whenNotMatchedInsertAll().execute())
 

@@ -10,6 +10,7 @@ EVENT_TS = "event_ts"
 EVENT_DATE = "event_date"
 EVENT_MONTH = "event_month"  # yyyy-MM: silver's partition column for rating dumps spanning decades
 SOURCE_EVENT_ID = "source_event_id"  # the event id the log carried, if any (the dedup key when present)
+EVENT_KEY_PREFIX = "event_key_prefix"  # silver/event_keys: the first 60 bits of an event_id, as a long
 VALUE = "value"
 WEIGHT = "weight"
 RATING = "rating"
