@@ -1,12 +1,17 @@
-"""The model registry (meta/model_runs): which model versions exist, the latest one, and filters by version."""
+"""The model registry (meta/model_runs): which model versions exist, the latest one, and filters by version.
+
+A model version exists when its latest row in meta/model_runs (flow.runs) says its training succeeded; a version
+whose training started and never finished, or failed, is no model.
+"""
 from __future__ import annotations
 
 import datetime as dt
 import re
 
-from pyspark.sql import Row, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
+from flow.runs import RUN_TABLES, STATE, SUCCEEDED, run_states
 from lake import tables
 from lake.registry import Lake
 from transforms import columns as C
@@ -42,8 +47,16 @@ def version_predicate(model_version: str) -> str:
     return f"{C.MODEL_VERSION} = '{checked_version(model_version)}'"
 
 
-def latest_model_version(spark: SparkSession, lake: Lake) -> str:
+def _models(spark: SparkSession, lake: Lake) -> DataFrame | None:
+    """The latest row of each model version in meta/model_runs whose training succeeded (None: no table yet)."""
     runs = tables.read_if_exists(spark, lake.model_runs)
+    if runs is None:
+        return None
+    return run_states(runs, RUN_TABLES["train"]).where(F.col(STATE) == F.lit(SUCCEEDED))
+
+
+def latest_model_version(spark: SparkSession, lake: Lake) -> str:
+    runs = _models(spark, lake)
     row = runs.orderBy(F.col("created_at").desc(), F.col(C.MODEL_VERSION).desc()).first() if runs is not None else None
     if row is None:
         raise NoModelError(f"no model in {lake.model_runs}: run jobs.train first")
@@ -51,8 +64,9 @@ def latest_model_version(spark: SparkSession, lake: Lake) -> str:
 
 
 def model_run(spark: SparkSession, lake: Lake, model_version: str) -> Row:
-    runs = tables.read_if_exists(spark, lake.model_runs)
+    runs = _models(spark, lake)
     row = runs.where(F.col(C.MODEL_VERSION) == F.lit(model_version)).first() if runs is not None else None
     if row is None:
-        raise NoModelError(f"model version {model_version!r} is not in {lake.model_runs}")
+        raise NoModelError(f"model version {model_version!r} is not in {lake.model_runs} as a trained model "
+                           "(never trained, or its training failed or did not finish)")
     return row

@@ -1,7 +1,7 @@
 """Run records: every run leaves one, from before its first commit to its end, even when its process dies.
 
-A run table (meta/ingest_runs, meta/maintenance_runs) is an append-only log of run events. A run appends its row
-``started`` before its first commit, and ``succeeded`` or ``failed`` (with the error) when it ends:
+A run table (meta/ingest_runs, meta/model_runs, meta/maintenance_runs) is an append-only log of run events. A run
+appends its row ``started`` before its first commit, and ``succeeded`` or ``failed`` (with the error) when it ends:
 
     record(spark, lake.ingest_runs, started_row, state=STARTED, tag=tag("ingest", run_id))
     with finished(lambda state, error: record(spark, lake.ingest_runs, final_row(), state=state, error=error,
@@ -55,6 +55,7 @@ class RunTable:
 RUN_TABLES = {
     "ingest": RunTable("ingest", "ingest_runs", C.INGEST_RUN_ID, "started_at", "status"),
     "maintain": RunTable("maintain", "maintenance_runs", "run_id", "at"),
+    "train": RunTable("train", "model_runs", C.MODEL_VERSION, "created_at"),
 }
 
 

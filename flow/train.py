@@ -2,8 +2,10 @@
 
     summary = train(spark, Lake("./lake"), TrainOptions(als=AlsParams(rank=32), tune=TuneOptions()))
 
-Writes <lake>/models/<model_version>/ (a models.bundle: factors, id maps, params.json; and report.html) and appends one
-row to meta/model_runs (model version, params, training table version, code version, counts, metrics). The mode
+Writes <lake>/models/<model_version>/ (a models.bundle: factors, id maps, params.json; and report.html) and records
+the run in meta/model_runs (flow.runs): a row ``started`` before anything is written, then ``succeeded`` with the
+model version, params, training table version, code version, counts and metrics, or ``failed`` with the error;
+only a version whose latest row succeeded is a model (flow.model_runs). The mode
 (implicit or explicit) follows the training table: a `weight` column means implicit, a `rating` column explicit.
 
 Unless ``evaluate`` is off, the model's offline metrics come first: gold/training is split per user
@@ -27,6 +29,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
+from flow import runs
 from flow.model_runs import checked_version, new_model_version
 from flow.training_table import read_training, training_mode
 from flow.tune import TuneOptions, protocol_tuning, store_fold_scores
@@ -118,25 +121,29 @@ def headline_metrics(report: dict | None) -> dict:
 
 def train(spark: SparkSession, lake: Lake, options: TrainOptions) -> dict:
     """Fit ALS on gold/training (after the offline evaluation and tuning the options ask for), save the model and
-    record it in meta/model_runs; returns the summary: the lineage, mode, params, model folder and seconds."""
+    record it in meta/model_runs (``started`` first, then ``succeeded`` with the lineage or ``failed`` with the
+    error); returns the summary: the lineage, mode, params, model folder and seconds."""
     started = time.time()
     training_version, data = read_training(spark, lake)
     params = replace(options.als, implicit=training_mode(data.columns))
     model_version = checked_version(options.model_version) if options.model_version else new_model_version()
-    evaluate = options.evaluate or options.tune is not None
-    report = None
-    if evaluate:
-        data = data.persist(StorageLevel.MEMORY_AND_DISK)
-        params, report = offline_evaluation(spark, lake, data, params, options, model_version=model_version,
-                                            training_version=training_version)
-    lineage = _fit_and_save(spark, lake, data, params, report, model_version=model_version,
-                            training_version=training_version)
-    seconds = round(time.time() - started, 1)
-    mode = _record_run(spark, lake, lineage, params, seconds)
-    if evaluate:
-        data.unpersist()
-    return {**lineage, "mode": mode, "params": asdict(params), "model_dir": _model_dir(lake, model_version),
-            "seconds": seconds}
+    lineage = {"model_version": model_version, "training_table": lake.training, "training_version": training_version}
+    _record_run(spark, lake, lineage, params, None, runs.STARTED)
+    # params and lineage are read when the run ends: the tuned params and the full lineage
+    with runs.finished(lambda state, error: _record_run(spark, lake, lineage, params, round(time.time() - started, 1),
+                                                        state, error)):
+        evaluate = options.evaluate or options.tune is not None
+        report = None
+        if evaluate:
+            data = data.persist(StorageLevel.MEMORY_AND_DISK)
+            params, report = offline_evaluation(spark, lake, data, params, options, model_version=model_version,
+                                                training_version=training_version)
+        lineage.update(_fit_and_save(spark, lake, data, params, report, model_version=model_version,
+                                     training_version=training_version))
+        if evaluate:
+            data.unpersist()
+    return {**lineage, "mode": "implicit" if params.implicit else "explicit", "params": asdict(params),
+            "model_dir": _model_dir(lake, model_version), "seconds": round(time.time() - started, 1)}
 
 
 def _model_dir(lake: Lake, model_version: str) -> str:
@@ -167,19 +174,22 @@ def _fit_and_save(spark: SparkSession, lake: Lake, data: DataFrame, params: AlsP
     return lineage
 
 
-def _record_run(spark: SparkSession, lake: Lake, lineage: dict, params: AlsParams, seconds: float) -> str:
-    """Append the model's row to meta/model_runs; returns its mode (implicit or explicit)."""
-    mode = "implicit" if params.implicit else "explicit"
+def _record_run(spark: SparkSession, lake: Lake, lineage: dict, params: AlsParams, seconds: float | None,
+                state: str, error: str | None = None) -> None:
+    """Append the run's row to meta/model_runs in ``state`` (flow.runs.record); what the lineage does not hold
+    yet (a started or failed run's counts and metrics) is null."""
     version = lineage["model_version"]
+    metrics = lineage.get("metrics")
     run_row = Row(
         model_version=version, created_at=dt.datetime.now(dt.timezone.utc), model_dir=_model_dir(lake, version),
-        mode=mode, params=json.dumps(asdict(params)), training_table=lineage["training_table"],
-        training_version=lineage["training_version"], code_version=lineage["code_version"],
-        users=lineage["users"], items=lineage["items"], rows=lineage["rows"], train_seconds=float(seconds),
-        metrics=json.dumps(lineage["metrics"], default=str),
+        mode="implicit" if params.implicit else "explicit", params=json.dumps(asdict(params)),
+        training_table=lineage["training_table"], training_version=lineage["training_version"],
+        code_version=lineage.get("code_version"), users=lineage.get("users"), items=lineage.get("items"),
+        rows=lineage.get("rows"), train_seconds=seconds,
+        metrics=None if metrics is None else json.dumps(metrics, default=str),
     )
-    tables.append(tables.one_row(spark, run_row, MODEL_RUNS_SCHEMA), lake.model_runs)
-    return mode
+    runs.record(spark, lake.model_runs, tables.one_row(spark, run_row, MODEL_RUNS_SCHEMA), state=state, error=error,
+                tag=runs.tag("train", version))
 
 
 def write_model_report(spark: SparkSession, model_dir: str, report: dict | None, *, lineage: dict,

@@ -8,6 +8,9 @@ import pytest
 
 from pyspark.sql import functions as F
 
+from flow import runs
+from flow import train as train_flow
+from flow.model_runs import NoModelError, latest_model_version, model_run
 from jobs import train, tune
 from lake import tables
 from lake.registry import Lake
@@ -36,7 +39,8 @@ def test_train_with_tuning_records_lineage_metrics_and_a_report(spark, tmp_path)
     lake, summary = run_on_gold(spark, tmp_path, train, [
         "--model-version", "m1", "--seed", "7", "--k", "5", "--num-blocks", "1",
         "--tune", "--tune-folds", "2", "--ranks", "4", "--reg-params", "0.05", "--alphas", "5", "--max-iters", "4"])
-    run = tables.read(spark, lake.model_runs).where(F.col(C.MODEL_VERSION) == "m1").first()
+    run = runs.read_states(spark, lake, "train").where(F.col(C.MODEL_VERSION) == "m1").first()
+    assert run[runs.STATE] == runs.SUCCEEDED and model_run(spark, lake, "m1")["rows"] == run["rows"] > 0
     metrics = json.loads(run["metrics"])
     assert metrics["als"]["ndcg@5"] > metrics["popularity"]["ndcg@5"]
     assert run["training_version"] == 0 and run["code_version"]
@@ -61,3 +65,21 @@ def test_tune_job_appends_fold_scores_for_the_training_table_version(spark, tmp_
     rows = tables.read(spark, lake.tuning_results).where(F.col("tuning_run_id") == summary["tuning_run_id"])
     assert rows.count() == 2 and {r["source_version"] for r in rows.collect()} == {0}
     assert 0.01 <= summary["best"]["reg_param"] <= 1 and summary["metric"] == "ndcg@5"
+
+
+@pytest.mark.slow
+def test_a_training_that_fails_is_recorded_failed_and_is_no_model(spark, tmp_path, monkeypatch):
+    def fit_fails(*_args, **_kwargs):
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setattr(train_flow, "_fit_and_save", fit_fails)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        run_on_gold(spark, tmp_path, train, ["--model-version", "broken", "--no-evaluate"])
+    lake = Lake(str(tmp_path / "lake"))
+    rows = tables.read(spark, lake.model_runs).orderBy(runs.RECORDED_AT).collect()
+    assert [(r[C.MODEL_VERSION], r[runs.STATE], r[runs.ERROR]) for r in rows] == [
+        ("broken", "started", None), ("broken", "failed", "RuntimeError: executor lost")]
+    with pytest.raises(NoModelError, match="no model"):
+        latest_model_version(spark, lake)
+    with pytest.raises(NoModelError, match="failed or did not finish"):
+        model_run(spark, lake, "broken")
