@@ -11,7 +11,8 @@ appends its row ``started`` before its first commit, and ``succeeded`` or ``fail
 A run's state is its latest row (``recorded_at``); its finish is the row that says whether it is done. A run whose
 latest row is ``started`` has no finish: its process died (kill -9, a lost machine) or it is still running.
 Every Delta commit of a run carries its tag ``<kind>:<run id>`` in the commit info (userMetadata), so
-``run_listing`` finds the rows such a run committed, per table, in the tables' history.
+``run_listing`` finds the rows such a run committed, per table, in the tables' history; it also lists, as
+``unrecorded``, runs whose tag is on commits but that have no row at all (they died or failed before run records).
 
 Rows written before these records existed (no ``run_state``) are finished runs: ``failed`` when their status
 starts with "failed", else ``succeeded``.
@@ -34,6 +35,7 @@ from transforms import columns as C
 log = logging.getLogger("recsys.runs")
 
 STARTED, SUCCEEDED, FAILED = "started", "succeeded", "failed"
+UNRECORDED = "unrecorded"  # listed only: a run's tag is on commits, its run table has no row of it
 STATE, ERROR, RECORDED_AT = "run_state", "run_error", "recorded_at"
 MAX_ERROR_CHARS = 4000
 # the row counts a commit wrote, by how Delta names them: MERGE's inserts first, then any write's output rows
@@ -123,38 +125,55 @@ def run_listing(spark, lake: Lake, *, kinds: tuple[str, ...] | None = None, limi
     """The newest ``limit`` runs of each kind (default: every kind in RUN_TABLES), newest first per kind: kind,
     run_id, state, at (when that state was recorded), error. A run with no finish (state ``started``) also gets
     ``committed``: the rows its tagged commits wrote, per table ({"silver/interactions": {"rows": 9,
-    "versions": [3]}}; empty: it committed nothing)."""
+    "versions": [3]}}; empty: it committed nothing). A run whose tag is on commits of the lake but that has no
+    row in its run table (one from before run records, that died or failed) is listed as ``unrecorded``, at its
+    first commit's time, with ``committed``."""
+    commits = tagged_commit_rows(spark, lake)
     listed = []
     for kind in kinds or tuple(RUN_TABLES):
-        run_table = RUN_TABLES[kind]
-        states = read_states(spark, lake, kind)
-        if states is None:
-            continue
-        at = F.coalesce(F.col(RECORDED_AT), F.col(run_table.time_col))
-        rows = (states.select(F.col(run_table.id_col).alias("run_id"), F.col(STATE), F.col(ERROR), at.alias("at"))
-                .orderBy(F.col("at").desc_nulls_last()).limit(limit).collect())
-        listed += [{"kind": kind, "run_id": r["run_id"], "state": r[STATE], "at": r["at"], "error": r[ERROR]}
-                   for r in rows]
-    unfinished = {tag(r["kind"], r["run_id"]): r for r in listed if r["state"] == STARTED}
-    committed = committed_rows(spark, lake, list(unfinished))
-    for run_tag, run in unfinished.items():
-        run["committed"] = committed.get(run_tag, {})
+        prefix = tag(kind, "")
+        tagged = {t.removeprefix(prefix): c for t, c in commits.items() if t.startswith(prefix)}
+        listed += _kind_listing(spark, lake, kind, tagged, limit)
     return listed
 
 
-def committed_rows(spark, lake: Lake, run_tags: list[str]) -> dict[str, dict[str, dict]]:
-    """{tag: {"layer/table": {"rows": n, "versions": [...]}}}: what the commits tagged with one of ``run_tags``
-    wrote to each table of the lake (lake.registry.TABLES; the run tables left out), from Delta's history."""
-    found: dict[str, dict[str, dict]] = {}
-    if not run_tags:
-        return found
+def _kind_listing(spark, lake: Lake, kind: str, tagged: dict[str, dict], limit: int) -> list[dict]:
+    """run_listing for one kind; ``tagged``: the kind's run ids found on commits -> tagged_commit_rows' entry."""
+    run_table = RUN_TABLES[kind]
+    states = read_states(spark, lake, kind)
+    listed, recorded = [], set()
+    if states is not None:
+        run_id = F.col(run_table.id_col)
+        at = F.coalesce(F.col(RECORDED_AT), F.col(run_table.time_col))
+        rows = (states.select(run_id.alias("run_id"), F.col(STATE), F.col(ERROR), at.alias("at"))
+                .orderBy(F.col("at").desc_nulls_last()).limit(limit).collect())
+        listed = [{"kind": kind, "run_id": r["run_id"], "state": r[STATE], "at": r["at"], "error": r[ERROR]}
+                  for r in rows]
+        if tagged:
+            recorded = {r[0] for r in states.where(run_id.isin(list(tagged))).select(run_id).collect()}
+    for run in listed:
+        if run["state"] == STARTED:
+            run["committed"] = tagged.get(run["run_id"], {}).get("tables", {})
+    listed += [{"kind": kind, "run_id": run_id, "state": UNRECORDED, "at": c["at"], "error": None,
+                "committed": c["tables"]} for run_id, c in tagged.items() if run_id not in recorded]
+    listed.sort(key=lambda r: (r["at"] is not None, r["at"] or dt.datetime.min), reverse=True)
+    return listed[:limit]
+
+
+def tagged_commit_rows(spark, lake: Lake) -> dict[str, dict]:
+    """{tag: {"at": its first commit's time, "tables": {"layer/table": {"rows": n, "versions": [...]}}}}: what
+    the commits carrying each tag wrote to each table of the lake (lake.registry.TABLES, the run tables left
+    out), from Delta's history."""
+    found: dict[str, dict] = {}
     run_table_names = {t.table for t in RUN_TABLES.values()}
     for name, (layer, folder) in TABLES.items():
         path = getattr(lake, name)
         if name in run_table_names or not tables.exists(spark, path):
             continue
-        for run_tag, version, _operation, metrics in tables.tagged_commits(spark, path, run_tags):
-            entry = found.setdefault(run_tag, {}).setdefault(f"{layer}/{folder}", {"rows": 0, "versions": []})
+        for run_tag, version, at, metrics in tables.tagged_commits(spark, path):
+            run = found.setdefault(run_tag, {"at": at, "tables": {}})
+            run["at"] = min(run["at"], at)
+            entry = run["tables"].setdefault(f"{layer}/{folder}", {"rows": 0, "versions": []})
             entry["rows"] += next((metrics[m] for m in ROW_METRICS if m in metrics), 0)
             entry["versions"].append(version)
     return found

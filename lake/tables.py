@@ -5,6 +5,7 @@ The only module that calls Delta's Python API (``delta.tables.DeltaTable``).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 
 from delta.tables import DeltaTable
@@ -142,15 +143,13 @@ def commit_metrics(spark: SparkSession, path: str, tag: str, *,
     return int(rows[0]["version"]), {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
 
 
-def tagged_commits(spark: SparkSession, path: str, tags: list[str], *,
-                   depth: int = 1000) -> list[tuple[str, int, str, dict[str, int]]]:
-    """(tag, version, operation, operationMetrics as ints) of every commit of ``path`` among its last ``depth``
-    whose tag (userMetadata) is one of ``tags``, oldest first; empty when ``tags`` is."""
-    if not tags:
-        return []
-    rows = (history(spark, path, depth).where(F.col("userMetadata").isin(list(tags)))
-            .select("userMetadata", "version", "operation", "operationMetrics").orderBy("version").collect())
-    return [(r["userMetadata"], int(r["version"]), r["operation"],
+def tagged_commits(spark: SparkSession, path: str, *,
+                   depth: int = 1000) -> list[tuple[str, int, dt.datetime, dict[str, int]]]:
+    """(tag, version, time, operationMetrics as ints) of every commit of ``path`` among its last ``depth`` that
+    carries a tag (userMetadata), oldest first."""
+    rows = (history(spark, path, depth).where(F.col("userMetadata").isNotNull())
+            .select("userMetadata", "version", "timestamp", "operationMetrics").orderBy("version").collect())
+    return [(r["userMetadata"], int(r["version"]), r["timestamp"],
              {k: int(v) for k, v in (r["operationMetrics"] or {}).items() if str(v).lstrip("-").isdigit()})
             for r in rows]
 

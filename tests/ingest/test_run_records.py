@@ -112,6 +112,16 @@ def test_a_killed_run_stays_started_and_is_listed_with_the_rows_it_committed(spa
     assert "killed" in out and "started with no finish (died, or still running): bronze/interactions 19 rows" in out
 
 
+def test_a_run_from_before_run_records_that_left_only_commits_is_listed_unrecorded(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    rows = spark.createDataFrame([("a",), ("b",), ("c",)], f"{C.RAW} string")
+    tables.append_tagged(spark, rows, lake.bronze, tag="ingest:died-long-ago")  # and no meta/ingest_runs at all
+    tables.append_tagged(spark, rows.limit(1), lake.bronze, tag="maintain:other-kind")
+    listed = runs.run_listing(spark, lake, kinds=("ingest",))
+    assert [(r["run_id"], r["state"], r["committed"]) for r in listed] == [
+        ("died-long-ago", "unrecorded", {"bronze/interactions": {"rows": 3, "versions": [0]}})]
+
+
 def test_rows_written_before_run_records_count_as_finished(spark):
     legacy = spark.createDataFrame(
         [("a", dt.datetime(2024, 1, 1), "ok"), ("b", dt.datetime(2024, 1, 2), "failed: rows not accounted for")],
