@@ -2,9 +2,11 @@
 
 Each step is the library function its own job calls (flow.ingest, flow.training_table, flow.train, flow.score,
 flow.publish), given the same typed options; after each step the data-quality gates of validation.gates run
-(raw and silver after ingest, training, recommendations, snapshot; ``gates=False`` skips them). The flow stops
-at the first failing step or gate by raising: what earlier steps committed stays, and the published snapshot
-stays the last good one.
+(raw and silver after ingest, training, recommendations, snapshot; ``gates=False`` skips them). The silver gate
+always checks the silver version training is built from: after ingest, or before build_training when there is no
+new input, and again on the version build_training read if another writer committed in between. The flow stops
+at the first failing step or gate by raising (GateFailed): what earlier steps committed stays, and the published
+snapshot stays the last good one.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from flow.publish import PublishOptions, publish
 from flow.score import ScoreOptions, score
 from flow.train import TrainOptions, train
 from flow.training_table import TrainingTableOptions, build_training
+from lake import tables
 from lake.registry import Lake
-from validation.gates import GateOptions, gates_after
+from validation.gates import GateOptions, GateResult, gates_after, run_gate
 
 STEPS = ("ingest", "build_training", "train", "score", "publish")
 
@@ -53,20 +56,38 @@ def _step(spark, lake: Lake, name: str, options: NightlyOptions, model_version: 
 
 def nightly(spark, lake: Lake, options: NightlyOptions = NightlyOptions(), *,
             on_step: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
-    """Run the steps in order (each one's summary gets ``step_seconds``) and the gates after each; returns
-    {step: summary}. ``on_step(name, summary)`` is called after each step, before its gates."""
+    """Run the steps in order and the gates around them; returns {step: summary}, each summary with
+    ``step_seconds`` and ``gates`` ({stage: {"run_id", "checks", "previous_run_id"}} of the gates run with it).
+    ``on_step(name, summary)`` is called after each step, before its gates. Raises GateFailed at the first
+    failing gate: no later step runs, so nothing is published."""
     results: dict[str, dict] = {}
     model_version = options.train.model_version
+    done: list[GateResult] = []  # every gate run so far
     for name in STEPS if options.input else STEPS[1:]:
-        started = time.time()
+        started, before = time.time(), len(done)
+        if options.gates and name == "build_training" and tables.exists(spark, lake.silver):
+            done += _gate_silver(spark, lake, options, tables.version(spark, lake.silver), done)
         results[name] = _step(spark, lake, name, options, model_version)
         if name == "train":
             model_version = results[name]["model_version"]
         if on_step is not None:
             on_step(name, results[name])
+        if options.gates and name == "build_training":  # another writer may have committed since the gate
+            done += _gate_silver(spark, lake, options, results[name]["silver_version"], done)
         if options.gates:
-            gates_after(spark, name, lake, options=options.gate_options, ingest_summary=results.get("ingest"),
-                        ingest_options=options.ingest, fmt=options.fmt, model_version=model_version,
-                        n=options.score.n, snapshot_root=options.publish.snapshot_root)
+            done += gates_after(spark, name, lake, options=options.gate_options, ingest_summary=results.get("ingest"),
+                                ingest_options=options.ingest, fmt=options.fmt, model_version=model_version,
+                                n=options.score.n, snapshot_root=options.publish.snapshot_root)
+        results[name]["gates"] = {r.stage: {"run_id": r.run_id, "checks": len(r.checks),
+                                            "previous_run_id": r.previous_run_id} for r in done[before:]}
         results[name]["step_seconds"] = round(time.time() - started, 1)
     return results
+
+
+def _gate_silver(spark, lake: Lake, options: NightlyOptions, version: int, done: list[GateResult]) -> list[GateResult]:
+    """The silver gate on silver ``version``, unless it passed on that version earlier in this run (``done``)."""
+    if any(r.stage == "silver" and (r.targets.get("silver_interactions") or {}).get("version") == version
+           for r in done):
+        return []
+    return [run_gate(spark, "silver", lake, options=options.gate_options, fmt=options.fmt,
+                     ingest_options=options.ingest, table_version=version)]

@@ -5,7 +5,8 @@
 Each step is the library function its own job calls, so a step behaves here as it does alone (`python -m
 jobs.<step>`, spark-submit, or a SparkApplication); this runner shares one Spark session between them. After each
 step it runs the data-quality gates (raw and silver after ingest; training, recommendations and snapshot after
-their steps; --no-gates skips them). It stops at the first failing step or gate with a non-zero exit: what
+their steps; --no-gates skips them); without --input the silver gate runs before build_training, so the silver
+version training reads is always checked. It stops at the first failing step or gate with a non-zero exit: what
 earlier steps committed stays, and the published snapshot stays the last good one.
 """
 from __future__ import annotations

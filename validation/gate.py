@@ -30,6 +30,8 @@ class Target:
     computation, e.g. parsed raw lines; not for a Delta table, which Spark reads column by column).
     ``examples_frame``: where example bad rows are drawn from, when wider than ``frame``.
     ``drift``: compare this target's profile with the previous run's (off for naturally erratic targets).
+    ``drift_only``: the drift thresholds that apply to this target (None: every one), e.g. only the
+    concentration of a batch whose size is checked elsewhere.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Target:
     cache: bool = False
     examples_frame: DataFrame | None = None
     drift: bool = True
+    drift_only: tuple[str, ...] | None = None
 
 
 def evaluate(stage: str, targets: list[Target], *, runner: GxRunner, run_id: str | None = None,
@@ -67,11 +70,14 @@ def evaluate(stage: str, targets: list[Target], *, runner: GxRunner, run_id: str
             if target.cache:
                 frame.unpersist()
         if thresholds is not None and target.drift:
-            checks += compare(target.name, metrics[target.name], (previous_metrics or {}).get(target.name), thresholds)
+            applied = thresholds if target.drift_only is None else {
+                key: value if key in target.drift_only else None for key, value in thresholds.items()}
+            checks += compare(target.name, metrics[target.name], (previous_metrics or {}).get(target.name), applied)
         described[target.name] = {"source": target.source, "version": target.version,
                                   "rows": metrics[target.name]["rows"]}
     docs = runner.build_docs()
     return GateResult(stage=stage, run_id=run_id, started_at=started_at,
                       seconds=round(time.monotonic() - started, 2), targets=described, checks=checks,
                       metrics=metrics, model_version=model_version,
-                      previous_run_id=previous_run_id if thresholds is not None else None, docs_path=docs)
+                      previous_run_id=previous_run_id if thresholds is not None else None, docs_path=docs,
+                      drift_checked=thresholds is not None)

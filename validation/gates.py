@@ -6,7 +6,8 @@
 Each run prints a readable report (every failed check, its observed value and a few bad rows), writes it as JSON
 under <reports_dir>/results/<stage>/, appends a row to meta/validation_runs and renders great-expectations Data
 Docs (<reports_dir>/data_docs/index.html; <reports_dir> defaults to <lake>/validation for a local lake). Drift
-checks compare each table's profile with the previous successful run of the same stage.
+checks compare each table's profile with the previous successful run of the same stage; a run with none says so
+(its profiles become the baseline if it passes).
 
 What a failed gate leaves behind: the steps after it do not run, so gold tables and the served snapshot stay the
 last good ones; validation/rollback.py takes a failed ingest run's rows out of silver and points LATEST back at

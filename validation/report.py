@@ -69,6 +69,7 @@ class GateResult:
     metrics: dict[str, dict]  # target name -> profile (validation/drift.py), kept for the next run's drift checks
     model_version: str | None = None
     previous_run_id: str | None = None  # the successful run drift was measured against (None: first run)
+    drift_checked: bool = False  # drift thresholds applied (with no previous_run_id: the first run, no baseline)
     report_path: str | None = None
     docs_path: str | None = None
     actions: list[str] = field(default_factory=list)  # what the gate did on failure, e.g. LATEST re-pointed
@@ -103,6 +104,10 @@ class GateResult:
             lines.append(f"  action: {action}")
         if self.previous_run_id:
             lines.append(f"  drift measured against run {self.previous_run_id[:8]}")
+        elif self.drift_checked:
+            lines.append(f"  no baseline: no earlier {self.stage} gate passed, so drift was not measured; "
+                         + ("this run's profiles are recorded as the baseline for the next run" if self.success
+                            else "the next run that passes records the baseline"))
         if self.report_path:
             lines.append(f"  report: {self.report_path}")
         if self.docs_path:

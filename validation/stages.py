@@ -1,6 +1,7 @@
 """What each stage's gate checks: the targets (validation/gate.py) it builds from the lake.
 
-raw: after ingest, the run's own accounting (meta/ingest_runs) and the lines it quarantined, nothing re-read;
+raw: after ingest, the run's own accounting (meta/ingest_runs), the lines it quarantined and the rows it added to
+silver (for their concentration on one user or item, against the last good batch);
 before ingest, the input files read and parsed exactly as flow.ingest will with the same IngestOptions;
 silver: silver/interactions; training: gold/training and the id maps; recommendations: gold/user_recommendations
 and gold/popular_items of one model version and the training table it was trained on; snapshot: a published
@@ -132,7 +133,22 @@ def ingest_run_checks(spark, lake: Lake, run: dict, *, max_quarantine_rate: floa
             name="quarantined_lines", source=quarantine, version=(run["summary"].get("versions") or {}).get("quarantine"),
             frame=tables.read(spark, quarantine).where(F.col(C.INGEST_RUN_ID) == run_id), cache=True,  # read once
             expectations=suites.quarantined_lines_suite(known_reasons=list(parse.REASONS)), drift=False))
-    return StageChecks(targets)
+    batch = _batch_events_target(spark, lake, run)
+    return StageChecks(targets + ([batch] if batch is not None else []))
+
+
+def _batch_events_target(spark, lake: Lake, run: dict) -> Target | None:
+    """The rows the run added to silver (at the version it committed), profiled for the share of them on the top
+    user and the top item; only that is compared with the last good batch (its size is raw_input's to judge).
+    None when the run committed nothing to silver."""
+    run_id, version = run[C.INGEST_RUN_ID], (run["summary"].get("versions") or {}).get("silver")
+    if version is None or not tables.exists(spark, lake.silver):
+        return None
+    rows = tables.read(spark, lake.silver, version=version).where(F.col(C.INGEST_RUN_ID) == F.lit(run_id))
+    return Target(name="batch_events", source=f"{lake.silver} ({C.INGEST_RUN_ID} {run_id})", version=version,
+                  frame=rows.select(C.USER_ID, C.ITEM_ID), cache=True, expectations=suites.batch_events_suite(),
+                  profile=ProfileSpec(user_col=C.USER_ID, item_col=C.ITEM_ID),
+                  drift_only=("top_share_increase", "top_share_min_rows"))
 
 
 def raw_input_checks(spark, lake: Lake, pattern: str, fmt_name: str | None, options: IngestOptions, *,
