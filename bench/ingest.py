@@ -13,7 +13,13 @@ UTF-8 lines) writes the log once; then, in the same run, each phase runs in a fr
   (numbers, times) and appended to a silver table partitioned by event date (no validation, keys, duplicate search,
   quarantine or accounting). Both tables get jobs.ingest's own Delta settings (statistics on a few columns, no
   optimizeWrite, silver's sorted partitioned write), the cheapest this stack offers. ``floor_ratio`` (floor_s /
-  plain_copy_s) is the lower bound of ``ratio`` for this design on this machine.
+  plain_copy_s) is the lower bound of ``ratio`` for this design on this machine;
+- next batch: ``jobs.ingest`` of a second delivery into the lake the ingest phase built: a new log of the same size
+  over the next 14 days (another seed; its late events fall into the first log's days) and a tenth of the first
+  log re-sent with every time moved 7 days later (the same user and event ids: all duplicates of silver rows in
+  other date partitions). Its ``next_steps_s`` show the cost of one event identity across days: the key -> date
+  index step (flow.event_keys: the index read, the batch's pairs appended) and the silver MERGE, which reads the
+  batch's partitions plus those the re-sent keys live in (``next_partitions_read``).
 
 Each phase first warms the JIT on a 50k-row copy (the same for both), then is timed from the first read to the
 last commit (JVM start-up excluded). Besides wall time, the CPU seconds the driver JVM and Python used are
@@ -21,8 +27,9 @@ recorded: on a shared machine they measure the work done, where wall time also m
 processes. Peak resident memory is the high-water mark (VmHWM) of the driver JVM plus the Python process.
 Results go to ``--out`` as a list of records: events, lines, input_mb, ingest_s, plain_copy_s, ratio (ingest_s /
 plain_copy_s), floor_s, floor_bronze_s, floor_silver_s, floor_ratio, floor_cpu_s, events_per_s, ingest_cpu_s,
-plain_copy_cpu_s, cpu_ratio, peak_rss_mb, plain_copy_peak_rss_mb, ingest step times and the machine's load average
-before and after.
+plain_copy_cpu_s, cpu_ratio, peak_rss_mb, plain_copy_peak_rss_mb, ingest step times, the next batch's lines, time,
+CPU, step times, loaded, duplicates already in silver and partitions read, and the machine's load average before
+and after.
 A benchmark, not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -44,6 +51,12 @@ GENERATOR = dict(users=200_000, items=50_000, clusters=16, days=14, start_date="
                  invalid_utf8_lines=100, late_rate=0.02)
 CSV_SCHEMA = "user_id string, item_id string, event_type string, event_ts string, value string, event_id string"
 BOT_LIMIT = 5_000
+NEXT_LOG = dict(seed=8, start_date="2024-03-15")  # the next delivery's new events: the 14 days after the first log's
+# a tenth of the first log again (same seed), 7 days later (the weekday pattern, so each event, is the same):
+# the same user and event ids with every time moved a week
+RESEND_LOG = dict(start_date="2024-03-08", duplicate_rate=0.0, near_duplicate_rate=0.0, bot_users=0,
+                  invalid_utf8_lines=0)
+RESEND_SHARE = 10
 
 
 def peak_rss_mb(spark) -> float:
@@ -115,15 +128,11 @@ def phase(name: str, work_dir: Path, input_dir: str, events: int, conf: list[str
     spark = build_spark(f"bench-ingest-{name}", master="local[2]", conf=parse_conf(conf), log_level="ERROR")
     try:
         if name == "generate":
-            from jobs import generate_logs
-
-            argv = ["--kind", "events", "--output", input_dir, "--events", str(events),
-                    "--files", str(max(2, events // 500_000)), "--output-format", "csv"]
-            for key, value in GENERATOR.items():
-                argv += [f"--{key.replace('_', '-')}", str(value)]
-            started = time.time()
-            summary = generate_logs.run(spark, generate_logs.build_parser().parse_args(argv))
-            return {"seconds": round(time.time() - started, 2), "lines": summary["lines"]}
+            return generate(spark, input_dir, events, GENERATOR)
+        if name == "generate-next":
+            new = generate(spark, f"{input_dir}/new", events, {**GENERATOR, **NEXT_LOG})
+            resent = generate(spark, f"{input_dir}/resent", events // RESEND_SHARE, {**GENERATOR, **RESEND_LOG})
+            return {"seconds": round(new["seconds"] + resent["seconds"], 2), "lines": new["lines"] + resent["lines"]}
         warm_up(spark, input_dir)
         if name == "plain":
             target = str(work_dir / "plain")
@@ -135,19 +144,37 @@ def phase(name: str, work_dir: Path, input_dir: str, events: int, conf: list[str
                     "peak_rss_mb": peak_rss_mb(spark)}
         if name == "floor":
             return floor_copy(spark, work_dir, input_dir)
-        if name == "ingest":
-            from jobs import ingest
-
-            argv = ["--input", input_dir, "--format", "events", "--lake", str(work_dir / "lake"),
-                    "--bot-max-events-per-day", str(BOT_LIMIT), "--progress-every", "60"]
-            started, cpu = time.time(), cpu_seconds(spark)
-            summary = ingest.run(spark, ingest.build_parser().parse_args(argv))
-            seconds = time.time() - started
-            return {"seconds": round(seconds, 2), "cpu_s": round(cpu_seconds(spark) - cpu, 1),
-                    "peak_rss_mb": peak_rss_mb(spark), "summary": summary}
+        if name == "ingest":  # the first delivery into a new lake; then the next one (its input_dir) into the same
+            return ingest_into(spark, work_dir / "lake", input_dir)
         raise ValueError(f"unknown phase {name!r}")
     finally:
         spark.stop()
+
+
+def generate(spark, output: str, events: int, settings: dict) -> dict:
+    """Write a generated event log (CSV) of ``events`` events with generator ``settings`` to ``output``."""
+    from jobs import generate_logs
+
+    argv = ["--kind", "events", "--output", output, "--events", str(events),
+            "--files", str(max(2, events // 500_000)), "--output-format", "csv"]
+    for key, value in settings.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    started = time.time()
+    summary = generate_logs.run(spark, generate_logs.build_parser().parse_args(argv))
+    return {"seconds": round(time.time() - started, 2), "lines": summary["lines"]}
+
+
+def ingest_into(spark, lake: Path, input_dir: str) -> dict:
+    """jobs.ingest of ``input_dir`` into ``lake``, timed from the first read to the last commit."""
+    from jobs import ingest
+
+    argv = ["--input", input_dir, "--format", "events", "--lake", str(lake),
+            "--bot-max-events-per-day", str(BOT_LIMIT), "--progress-every", "60"]
+    started, cpu = time.time(), cpu_seconds(spark)
+    summary = ingest.run(spark, ingest.build_parser().parse_args(argv))
+    seconds = time.time() - started
+    return {"seconds": round(seconds, 2), "cpu_s": round(cpu_seconds(spark) - cpu, 1),
+            "peak_rss_mb": peak_rss_mb(spark), "summary": summary}
 
 
 def run_phase(name: str, work_dir: Path, input_dir: str, events: int, conf: list[str]) -> dict:
@@ -188,8 +215,11 @@ def main(argv=None) -> int:
         load_before = os.getloadavg()[0]
         plain = run_phase("plain", work, input_dir, events, args.conf)
         ingest = run_phase("ingest", work, input_dir, events, args.conf)
+        next_dir = str(work / "input-next")
+        gen_next = run_phase("generate-next", work, next_dir, events, args.conf)
+        nxt = run_phase("ingest", work, next_dir, events, args.conf)
         floor = run_phase("floor", work, input_dir, events, args.conf)
-        summary = ingest["summary"]
+        summary, next_summary = ingest["summary"], nxt["summary"]
         record = {
             "events": events, "lines": gen["lines"], "input_mb": round(input_mb, 1),
             "ingest_s": ingest["seconds"], "plain_copy_s": plain["seconds"],
@@ -203,6 +233,10 @@ def main(argv=None) -> int:
             "peak_rss_mb": ingest["peak_rss_mb"], "plain_copy_peak_rss_mb": plain["peak_rss_mb"],
             "ingest_steps_s": summary.get("steps"), "loaded": summary["loaded"],
             "duplicates": summary["duplicates"], "quarantined": summary["quarantined"],
+            "next_lines": gen_next["lines"], "next_ingest_s": nxt["seconds"], "next_cpu_s": nxt["cpu_s"],
+            "next_steps_s": next_summary.get("steps"), "next_loaded": next_summary["loaded"],
+            "next_duplicates_in_silver": next_summary["duplicates_in_silver"],
+            "next_partitions_read": next_summary.get("silver_partitions_read"),
             "generate_s": gen["seconds"], "cores": os.cpu_count(),
             "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "spark": "local[2], driver 4g" + ("; " + "; ".join(args.conf) if args.conf else ""),

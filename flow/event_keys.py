@@ -35,7 +35,6 @@ from lake.registry import Lake
 from transforms import columns as C
 
 PREFIX_HEX_DIGITS = 15  # 60 bits: the largest whole number of hex digits a signed long holds
-INDEX_SCHEMA = f"{C.EVENT_KEY_PREFIX} long, {C.EVENT_DATE} date"
 
 
 def key_prefix(event_id: Column) -> Column:
@@ -50,10 +49,8 @@ def id_keyed_pairs(events: DataFrame) -> DataFrame:
 
 
 def build_index(spark, lake: Lake, *, tag: str) -> None:
-    """Create the index from silver's id-keyed rows (an empty index when there is no silver), one commit."""
-    silver = tables.read_if_exists(spark, lake.silver)
-    pairs = id_keyed_pairs(silver) if silver is not None else spark.createDataFrame([], INDEX_SCHEMA)
-    tables.append_tagged(spark, pairs, lake.event_keys, tag=tag)
+    """Create the index from the id-keyed rows of the existing silver table, in one commit."""
+    tables.append_tagged(spark, id_keyed_pairs(tables.read(spark, lake.silver)), lake.event_keys, tag=tag)
 
 
 def dates_of_known_keys(spark, lake: Lake, events: DataFrame, *, tag: str) -> list[dt.date]:
@@ -67,6 +64,9 @@ def dates_of_known_keys(spark, lake: Lake, events: DataFrame, *, tag: str) -> li
         if pairs.isEmpty():
             return []
         if not tables.exists(spark, lake.event_keys):
+            if not tables.exists(spark, lake.silver):  # a new lake: no key is known yet
+                tables.append_tagged(spark, pairs, lake.event_keys, tag=tag)
+                return []
             build_index(spark, lake, tag=tag)
         found = (tables.read(spark, lake.event_keys)
                  .join(pairs.select(C.EVENT_KEY_PREFIX), on=C.EVENT_KEY_PREFIX, how="left_semi").persist())
