@@ -13,7 +13,6 @@ BATCH = [
     "pyarrow>=15",
     "numpy",
     "numba>=0.61",
-    "blis>=1.0",
     "threadpoolctl>=3",
     "kfp==2.17.0",
     "pyyaml",

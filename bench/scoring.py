@@ -376,19 +376,17 @@ def reference_check(folder: Path, lists: dict[int, list[int]], n: int, items: in
 
 
 def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
-    """Single-threaded cost per 1,000 users of the matrix product (numpy's BLAS and BLIS, in blocks of 64 users
-    and of the scorer's MAX_BLOCK_USERS), numpy's argpartition, and our selection. Best of several rounds; the
-    products are timed in turns, so that both backends see the same background load."""
+    """Single-threaded cost per 1,000 users of the matrix product (numpy's BLAS, in blocks of 64 users and of the
+    scorer's MAX_BLOCK_USERS), numpy's argpartition, and our selection. Best of several rounds."""
     from threadpoolctl import threadpool_limits
 
-    from models.select import MAX_BLOCK_USERS, gemm_function, resolve_gemm, select_top_n
+    from models.select import MAX_BLOCK_USERS, select_top_n
 
     rng = np.random.default_rng(seed)
     item_vecs_t = np.ascontiguousarray(rng.standard_normal((items, rank), dtype=np.float32).T)
     blocks = sorted({64, MAX_BLOCK_USERS})
     users = {b: rng.standard_normal((b, rank), dtype=np.float32) for b in blocks}
     scores = {b: np.empty((b, items), np.float32) for b in blocks}
-    products = {backend: gemm_function(backend) for backend in ("numpy", "blis")}
     best: dict[str, float] = {}
 
     def timed(key, fn, block):
@@ -399,17 +397,15 @@ def kernel_times(items: int, rank: int, n: int, seed: int = 0) -> dict:
 
     with threadpool_limits(1, "blas"):
         for _ in range(7):
-            for backend, product in products.items():
-                for b in blocks:
-                    timed(f"matmul_{backend}_{b}_users_ms_per_1k_users",
-                          lambda: product(users[b], item_vecs_t, scores[b]), b)
+            for b in blocks:
+                timed(f"matmul_{b}_users_ms_per_1k_users",
+                      lambda: np.matmul(users[b], item_vecs_t, out=scores[b]), b)
         block = MAX_BLOCK_USERS
         for _ in range(3):
             timed("argpartition_ms_per_1k_users", lambda: np.argpartition(-scores[block], n - 1, axis=1)[:, :n], block)
         for _ in range(5):
             timed("select_ms_per_1k_users", lambda: select_top_n(scores[block], n), block)
-    chosen = resolve_gemm("auto", rows=MAX_BLOCK_USERS, items=items, rank=rank)
-    return {"block_users": MAX_BLOCK_USERS, "gemm": chosen,
+    return {"block_users": MAX_BLOCK_USERS,
             **{key: round(ms, 1) for key, ms in sorted(best.items())}}
 
 

@@ -8,9 +8,8 @@ in a fresh process with a fresh JVM (local[2]), the variants of one job in turns
 run of each is compared (load only ever adds time on a shared machine), and every time is kept.
 
 * scoring (models.topn.recommend_top_n over Parquet factors and seen pairs, as jobs.score runs it; data from
-  bench/scoring.py): ``tricks`` (the default), ``reference`` (RECSYS_REFERENCE_PATH=1: every trick off), and one
-  trick off at a time: ``through_spark`` (no direct Parquet reads), ``gemm_numpy`` (numpy's BLAS without the
-  BLIS timing of ``--gemm auto``).
+  bench/scoring.py): ``tricks`` (the default), ``reference`` (RECSYS_REFERENCE_PATH=1: every trick off) and
+  ``through_spark`` (only the direct Parquet reads off).
 * training (models.als.fit_als of ``--iterations`` on generated implicit pairs, data from bench/training.py) at
   each rank given: ``tricks`` (Spark ALS's BLAS library, models/als_blas.py) and ``reference`` (netlib on the
   system's OpenBLAS).
@@ -40,7 +39,6 @@ SCORING_VARIANTS = {
     "tricks": ({}, {}),
     "reference": ({}, {"RECSYS_REFERENCE_PATH": "1"}),
     "through_spark": ({"direct_read": False}, {}),
-    "gemm_numpy": ({"gemm": "numpy"}, {}),
 }
 TRAINING_VARIANTS = {"tricks": {}, "reference": {"RECSYS_REFERENCE_PATH": "1"}}
 
@@ -123,7 +121,7 @@ def bench_scoring(size: str, rank: int, n: int, rounds: int, workdir: Path) -> d
     record = in_turns(SCORING_VARIANTS, rounds, lambda spec: run_child(
         ["--score-child", str(folder), "--n", str(n), "--keywords", json.dumps(spec[0])], spec[1]))
     return {"job": "scoring", "users": users, "items": items, "rank": rank, "n": n, **info, "variants": record,
-            "gain": gains(record, {"all": "reference", "direct_read": "through_spark", "gemm_auto": "gemm_numpy"})}
+            "gain": gains(record, {"all": "reference", "direct_read": "through_spark"})}
 
 
 def bench_training(setting: str, iterations: int, rounds: int, workdir: Path) -> dict:

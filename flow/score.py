@@ -45,7 +45,6 @@ class ScoreOptions:
     cooccurrence_measure: str = "cosine"  # cooccurrence: one of models.similar.COOCCURRENCE_MEASURES
     max_items_per_user: int = DEFAULT_MAX_ITEMS_PER_USER  # cooccurrence: most recent items kept per user
     min_cooccurrence: int = 1  # cooccurrence: drop pairs with fewer users in common
-    gemm: str = "auto"  # who computes the score blocks: one of models.select.GEMM_BACKENDS
     block_bytes: int = DEFAULT_BLOCK_BYTES  # bound on one block's score matrix in a Python worker
     item_budget_bytes: int = DEFAULT_ITEM_BUDGET_BYTES  # item factors up to this size are broadcast whole
     direct_read: bool | None = None  # read plain local Parquet inputs with pyarrow (None: unless models.speed says not)
@@ -53,7 +52,7 @@ class ScoreOptions:
     @property
     def kernel(self) -> dict:
         """The keywords of the scoring kernel (models.topn, models.similar.similar_items_als)."""
-        return {"block_bytes": self.block_bytes, "item_budget_bytes": self.item_budget_bytes, "gemm": self.gemm}
+        return {"block_bytes": self.block_bytes, "item_budget_bytes": self.item_budget_bytes}
 
 
 def score(spark: SparkSession, lake: Lake, options: ScoreOptions) -> dict:

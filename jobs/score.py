@@ -23,7 +23,6 @@ from flow.score import DEFAULT_N, SIMILAR_METHODS, ScoreOptions, score
 from jobs.cli import lake_parser, print_json, run_job
 from lake.registry import Lake
 from models.similar import COOCCURRENCE_MEASURES
-from models.select import GEMM_BACKENDS
 
 
 def build_parser():
@@ -44,9 +43,6 @@ def build_parser():
     similar.add_argument("--min-cooccurrence", type=int, default=ScoreOptions.min_cooccurrence,
                          help="cooccurrence: drop pairs with fewer users in common")
     scoring = parser.add_argument_group("scoring kernel and memory")
-    scoring.add_argument("--gemm", choices=GEMM_BACKENDS, default=ScoreOptions.gemm,
-                         help="who computes the score blocks: BLIS, numpy's BLAS, or auto (the faster of the two "
-                              "on this job's block shape, timed on the driver)")
     scoring.add_argument("--block-mb", type=int, default=ScoreOptions.block_bytes >> 20,
                          help="bound on one block's score matrix (users x items x 4 bytes) in a Python worker")
     scoring.add_argument("--item-budget-mb", type=int, default=ScoreOptions.item_budget_bytes >> 20,
@@ -62,7 +58,7 @@ def options(args) -> ScoreOptions:
     return ScoreOptions(
         model_version=args.model_version, n=args.n, popular_n=args.popular_n, recent_days=args.recent_days,
         similar=args.similar, similar_n=args.similar_n, cooccurrence_measure=args.cooccurrence_measure,
-        max_items_per_user=args.max_items_per_user, min_cooccurrence=args.min_cooccurrence, gemm=args.gemm,
+        max_items_per_user=args.max_items_per_user, min_cooccurrence=args.min_cooccurrence,
         block_bytes=args.block_mb << 20, item_budget_bytes=args.item_budget_mb << 20)
 
 

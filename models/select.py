@@ -14,10 +14,7 @@ numpy and numba only (no Spark): models.topn runs this inside Spark's Python wor
   rest). A row where fewer than n pass gets every finite score as candidate instead, so no row can miss an item:
   the top N always lie above the threshold.
 * ``BlockScorer`` holds one set of item factors and scores users against them ``max_block_users`` at a time: one
-  float32 matrix product (``user_vecs @ item_vecs.T``) into a reused buffer, then the selection. With a rank of
-  32-128 the inner dimension is short, BLAS libraries differ on such shapes and which is faster depends on the
-  CPU: ``gemm="auto"`` times BLIS (the ``blis`` package) and numpy's own BLAS on the block shape and takes the
-  faster (resolve_gemm).
+  float32 matrix product (``user_vecs @ item_vecs.T``, numpy's BLAS) into a reused buffer, then the selection.
 * ``SeenIndex``: every user's seen items grouped by user (CSR), built by a compiled counting sort; ``lookup``
   gives the seen items of a batch of users in the form BlockScorer takes.
 * numba caches the compiled kernels on disk (next to this file, or in $NUMBA_CACHE_DIR): a Python worker loads
@@ -25,9 +22,7 @@ numpy and numba only (no Spark): models.topn runs this inside Spark's Python wor
 """
 from __future__ import annotations
 
-import logging
 import math
-import time
 from dataclasses import dataclass
 
 import numba
@@ -39,94 +34,13 @@ import pyarrow.compute as pc
 
 from transforms import columns as C
 
-log = logging.getLogger(__name__)
-
 OUTPUT_ARROW_SCHEMA = pa.schema([(C.USER_IDX, pa.int32()), (C.ITEM_IDX, pa.int32()), (C.SCORE, pa.float32()),
                                  (C.RANK, pa.int32())])
 MAX_BLOCK_USERS = 256  # users per matrix product: fewer, larger products amortise BLAS's packing of the items
-GEMM_BACKENDS = ("auto", "blis", "numpy")  # who computes the score blocks; "auto": the faster here (resolve_gemm)
-AUTO_GEMM_MAX_ITEMS = 16_384  # "auto" times products of at most this many items
-AUTO_GEMM_MIN_FLOPS = 50_000_000  # below this a product is too small for the backend to matter: numpy
-AUTO_GEMM_MARGIN = 0.10  # BLIS must be this much faster to be chosen over numpy's BLAS
-_AUTO_GEMM: dict[tuple[int, int, int], str] = {}  # (rows, items, rank) -> backend chosen by "auto" in this process
 SAMPLE_COLUMNS = 1024  # columns sampled per row to estimate the candidate threshold
 OVERSAMPLE = 2.5  # aim for about this many times n candidates per row
 ORDER_BUCKETS = 1024  # score buckets that put the candidates nearly in order before the final sort (_order_best)
 SAMPLED_LEVELS = 24  # the threshold is about the 24th largest sampled score (fewer when SAMPLE_COLUMNS caps it)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# matrix product backends
-# --------------------------------------------------------------------------------------------------------------
-
-def check_gemm(gemm: str) -> None:
-    """ValueError unless ``gemm`` names a backend (GEMM_BACKENDS)."""
-    if gemm not in GEMM_BACKENDS:
-        raise ValueError(f"gemm must be one of {', '.join(GEMM_BACKENDS)}; got {gemm!r}")
-
-
-def resolve_gemm(gemm: str = "auto", *, rows: int = MAX_BLOCK_USERS, items: int = 20_000, rank: int = 64) -> str:
-    """The matrix-product backend to use: ``gemm`` itself, or for "auto" the faster one on this machine.
-
-    "auto" is "numpy" when BLIS is not installed or the product is small (below AUTO_GEMM_MIN_FLOPS, where the
-    choice does not matter). Otherwise both backends are timed on one single-threaded product of the job's shape
-    (``rows`` users x ``rank``, by up to AUTO_GEMM_MAX_ITEMS of the ``items``), best of a few rounds, and BLIS is
-    chosen only when it is at least AUTO_GEMM_MARGIN faster: which one wins depends on the CPU (bench/README.md).
-    The answer is remembered per shape for the life of the process. ValueError for an unknown ``gemm``.
-    """
-    check_gemm(gemm)
-    if gemm != "auto":
-        return gemm
-    try:
-        import blis.py  # noqa: F401
-    except ImportError:
-        return "numpy"
-    items = min(items, AUTO_GEMM_MAX_ITEMS)
-    if 2 * rows * items * rank < AUTO_GEMM_MIN_FLOPS:
-        return "numpy"
-    key = (rows, items, rank)
-    if key not in _AUTO_GEMM:
-        seconds = time_gemm(rows, items, rank)
-        _AUTO_GEMM[key] = "blis" if seconds["blis"] * (1 + AUTO_GEMM_MARGIN) < seconds["numpy"] else "numpy"
-        log.info("gemm=auto chose %s for %d x %d x %d products (one product, single-threaded: numpy %.1f ms, "
-                 "blis %.1f ms)", _AUTO_GEMM[key], rows, rank, items, seconds["numpy"] * 1e3, seconds["blis"] * 1e3)
-    return _AUTO_GEMM[key]
-
-
-def time_gemm(rows: int, items: int, rank: int, rounds: int = 3) -> dict[str, float]:
-    """Best-of-``rounds`` seconds of one float32 (rows x rank) @ (rank x items) product per installed backend, the
-    backends in turns (the same background load for both), numpy's BLAS limited to one thread as in a Spark task."""
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng(0)
-    left = rng.standard_normal((rows, rank), dtype=np.float32)
-    right = np.ascontiguousarray(rng.standard_normal((items, rank), dtype=np.float32).T)
-    out = np.empty((rows, items), dtype=np.float32)
-    backends = {name: gemm_function(name) for name in ("numpy", "blis")}
-    best = {name: math.inf for name in backends}
-    with threadpool_limits(1, "blas"):
-        for product in backends.values():  # warm: first-call set-up, pages of ``out``
-            product(left, right, out)
-        for _ in range(rounds):
-            for name, product in backends.items():
-                started = time.perf_counter()
-                product(left, right, out)
-                best[name] = min(best[name], time.perf_counter() - started)
-    return best
-
-
-def gemm_function(gemm: str):
-    """``product(a, b, out)`` writing ``a @ b`` (float32, C-contiguous) into ``out`` with the chosen backend."""
-    gemm = resolve_gemm(gemm)
-    if gemm == "numpy":
-        return lambda a, b, out: np.matmul(a, b, out=out)
-    try:
-        from blis.py import gemm as blis_gemm
-    except ImportError as exc:
-        raise RuntimeError("the scorer was asked to use BLIS (gemm='blis', or 'auto' where the job started) but "
-                           "the blis package is not installed in this Python: install it (requirements/batch.lock) "
-                           "or pass gemm='numpy'") from exc
-    return lambda a, b, out: blis_gemm(a, b, out=out, beta=0.0)  # blis adds to out unless beta is 0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -367,20 +281,17 @@ class BlockScorer:
 
     ``item_idx`` must be strictly ascending, ValueError otherwise (ties in score are then broken by item_idx through
     the column order). Seen items without factors (not in ``item_idx``) are ignored.
-    A batch is scored ``max_block_users`` users at a time: each block's scores are one matrix product (``gemm``:
-    see GEMM_BACKENDS) into the buffer, which the compiled selection then reads.
+    A batch is scored ``max_block_users`` users at a time: each block's scores are one matrix product into the
+    buffer, which the compiled selection then reads.
     """
 
-    def __init__(self, item_idx: np.ndarray, item_vecs: np.ndarray, *, n: int, max_block_users: int,
-                 gemm: str = "auto"):
+    def __init__(self, item_idx: np.ndarray, item_vecs: np.ndarray, *, n: int, max_block_users: int):
         if len(item_idx) and np.any(np.diff(item_idx) <= 0):
             raise ValueError("item_idx must be strictly ascending")
         self.item_idx = np.asarray(item_idx, dtype=np.int32)
         self.item_vecs_t = np.ascontiguousarray(np.asarray(item_vecs, dtype=np.float32).T)  # rank x items
         self.n = n
         self.max_block_users = max(1, max_block_users)
-        self.product = gemm_function(resolve_gemm(gemm, rows=self.max_block_users, items=len(self.item_idx),
-                                                  rank=self.item_vecs_t.shape[0]))
         size = int(self.item_idx.max()) + 1 if len(self.item_idx) else 0
         self.column_of = np.full(size, -1, dtype=np.int64)  # item_idx -> column, -1 when the item has no factors
         self.column_of[self.item_idx] = np.arange(len(self.item_idx))
@@ -415,7 +326,7 @@ class BlockScorer:
         for start in range(0, users, self.max_block_users):
             stop = min(start + self.max_block_users, users)
             scores = self._buffer(stop - start)
-            self.product(user_vecs[start:stop], self.item_vecs_t, scores)
+            np.matmul(user_vecs[start:stop], self.item_vecs_t, out=scores)
             total = _select_rows(scores, self.n, seen_starts[start:stop + 1], seen_cols, start, *out, total)
         return TopN(*(a[:total] for a in out))
 

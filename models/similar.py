@@ -28,7 +28,7 @@ DEFAULT_MAX_ITEMS_PER_USER = 500
 
 
 def similar_items_als(item_factors: DataFrame, *, n: int, block_bytes: int = topn.DEFAULT_BLOCK_BYTES,
-                      item_budget_bytes: int = topn.DEFAULT_ITEM_BUDGET_BYTES, gemm: str = "auto") -> DataFrame:
+                      item_budget_bytes: int = topn.DEFAULT_ITEM_BUDGET_BYTES) -> DataFrame:
     """Top-n neighbours of every item by cosine over ALS item factors (item_idx, features), itself excluded."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -40,7 +40,7 @@ def similar_items_als(item_factors: DataFrame, *, n: int, block_bytes: int = top
     queries = normed.withColumnRenamed(C.ITEM_IDX, C.USER_IDX)
     itself = normed.select(F.col(C.ITEM_IDX).alias(C.USER_IDX), C.ITEM_IDX)
     top = topn.recommend_top_n(queries, normed, itself, n=n, block_bytes=block_bytes,
-                               item_budget_bytes=item_budget_bytes, gemm=gemm)
+                               item_budget_bytes=item_budget_bytes)
     return top.select(F.col(C.USER_IDX).alias(C.ITEM_IDX), F.col(C.ITEM_IDX).alias(SIMILAR_ITEM_IDX), C.SCORE, C.RANK)
 
 

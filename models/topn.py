@@ -28,8 +28,8 @@ from pyspark.sql import functions as F
 
 from lake import jvm
 from models import parquet_direct, speed
-from models.select import (MAX_BLOCK_USERS, BlockScorer, SeenIndex, check_gemm, factor_matrix, factors_from_arrow,
-                           list_lengths_and_values, resolve_gemm)
+from models.select import (MAX_BLOCK_USERS, BlockScorer, SeenIndex, factor_matrix, factors_from_arrow,
+                           list_lengths_and_values)
 from transforms import columns as C
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,12 @@ OUTPUT_SLICE_USERS = 2048  # users per output batch: the scorer's temporaries st
 
 @dataclass(frozen=True)
 class _Job:
-    """What the driver set up: the items' rank and chunks, users per matrix product, the resolved backend, the first
-    item chunk's broadcast and the seen index's (None: the seen lists are joined to the users in Spark)."""
+    """What the driver set up: the items' rank and chunks, users per matrix product, the first item chunk's
+    broadcast and the seen index's (None: the seen lists are joined to the users in Spark)."""
 
     rank: int
     chunks: int
     block_users: int
-    gemm: str
     first_items: object
     shared_seen: object
 
@@ -61,7 +60,7 @@ class _Job:
 def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, *, n: int,
                     block_bytes: int = DEFAULT_BLOCK_BYTES, item_budget_bytes: int = DEFAULT_ITEM_BUDGET_BYTES,
                     partitions: int | None = None, seen_broadcast_pairs: int = DEFAULT_SEEN_BROADCAST_PAIRS,
-                    gemm: str = "auto", direct_read: bool | None = None) -> DataFrame:
+                    direct_read: bool | None = None) -> DataFrame:
     """(user_idx, item_idx, score, rank) for every user in ``user_factors``: n items each, seen ones excluded.
 
     ``user_factors`` (user_idx, features) and ``item_factors`` (item_idx, features) are ALS factor tables;
@@ -73,34 +72,30 @@ def recommend_top_n(user_factors: DataFrame, item_factors: DataFrame, seen: Data
     has a partition per core, and are spread over 2 x the cores otherwise. Up to ``seen_broadcast_pairs`` seen
     pairs reach every scorer as one broadcast index (8 bytes a pair), so nothing is shuffled or joined; more, and
     the seen lists are grouped per user and joined to the users in Spark.
-    ``gemm`` (GEMM_BACKENDS): "auto" is resolved here, on the driver, on this job's block shape (resolve_gemm), so
-    that every executor uses the same backend (the same scores to the last bit) and one without it fails clearly.
     ``direct_read``: the seen pairs, the item factors and the users are read from their Parquet files with pyarrow
     when they are plain scans of local files (models.parquet_direct); False reads them through Spark; None (the
     default) reads directly unless the reference path is asked for (models.speed).
-    ValueError for n < 1, a non-positive byte bound, an unknown ``gemm`` or factor vectors of unequal lengths.
+    ValueError for n < 1, a non-positive byte bound or factor vectors of unequal lengths.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if block_bytes < 1 or item_budget_bytes < 1:
         raise ValueError(f"block_bytes and item_budget_bytes must be positive, got {block_bytes}, {item_budget_bytes}")
-    check_gemm(gemm)  # before any Spark work; "auto" is resolved once the block shape is known
     direct_read = speed.tricks_enabled() if direct_read is None else direct_read
-    job = _set_up(item_factors, seen, block_bytes, item_budget_bytes, seen_broadcast_pairs, gemm, direct_read)
+    job = _set_up(item_factors, seen, block_bytes, item_budget_bytes, seen_broadcast_pairs, direct_read)
     if job is None:
         return user_factors.sparkSession.createDataFrame([], OUTPUT_SCHEMA)
     users, user_source, user_reads = _scored_users(user_factors, seen, job.shared_seen, partitions, direct_read)
     parts = []
     for chunk in range(job.chunks):
         shared = _broadcast_items(item_factors, job.chunks, chunk, job.rank, direct_read) if chunk else job.first_items
-        scorer = _partition_scorer(shared, n, job.rank, job.block_users, job.shared_seen, job.gemm, user_source,
-                                   user_reads)
+        scorer = _partition_scorer(shared, n, job.rank, job.block_users, job.shared_seen, user_source, user_reads)
         parts.append(users.mapInArrow(scorer, OUTPUT_SCHEMA))
     return _merge_chunks(parts, n)
 
 
 def _set_up(item_factors: DataFrame, seen: DataFrame, block_bytes: int, item_budget_bytes: int,
-            seen_broadcast_pairs: int, gemm: str, direct_read: bool) -> _Job | None:
+            seen_broadcast_pairs: int, direct_read: bool) -> _Job | None:
     """The broadcasts and the shape of recommend_top_n's job (its arguments of the same names); None without items.
 
     The seen pairs are collected in a driver thread beside the item factors: independent Spark jobs, whose driver
@@ -124,7 +119,6 @@ def _set_up(item_factors: DataFrame, seen: DataFrame, block_bytes: int, item_bud
         chunks = max(1, math.ceil(items_count * rank * 4 / item_budget_bytes))
         chunk_items = math.ceil(items_count / chunks)
         block_users = max(1, min(MAX_BLOCK_USERS, block_bytes // (4 * chunk_items)))
-        gemm = resolve_gemm(gemm, rows=block_users, items=chunk_items, rank=rank)
         if direct is not None and chunks == 1:  # the broadcast holds them: the driver keeps no copy
             first_items = spark.sparkContext.broadcast(direct)
         else:  # over the budget after all (the estimate was low): collected again chunk by chunk
@@ -137,7 +131,7 @@ def _set_up(item_factors: DataFrame, seen: DataFrame, block_bytes: int, item_bud
     log.info("scoring set up in %.1f s: %d item factors of rank %d in %.1f s, seen items %s", time.perf_counter()
              - started, items_count, rank, items_s, "joined per user in Spark" if shared_seen is None else
              f"collected beside them ({seen_pairs:,} pairs)")
-    return _Job(rank, chunks, block_users, gemm, first_items, shared_seen)
+    return _Job(rank, chunks, block_users, first_items, shared_seen)
 
 
 def _scored_users(user_factors: DataFrame, seen: DataFrame, shared_seen, partitions: int | None, direct_read: bool):
@@ -192,7 +186,7 @@ def _broadcast_items(item_factors: DataFrame, chunks: int, chunk: int, rank: int
     return item_factors.sparkSession.sparkContext.broadcast((item_idx, item_vecs))
 
 
-def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, gemm: str,
+def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen,
                       user_source: parquet_direct.ParquetSource | None = None, user_reads=None):
     """The mapInArrow function: score each Arrow batch of (user_idx, features[, SEEN list]) against the broadcast
     items ``shared``; the seen items come from the list column, or from the broadcast SeenIndex ``shared_seen``.
@@ -203,7 +197,7 @@ def _partition_scorer(shared, n: int, rank: int, block_users: int, shared_seen, 
     def score_partition(batches):
         item_idx, item_vecs = shared.value
         seen_index = shared_seen.value if shared_seen is not None else None
-        scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users, gemm=gemm)
+        scorer = BlockScorer(item_idx, item_vecs, n=n, max_block_users=block_users)
         if user_reads is not None:
             batches = _read_users(batches, user_source, user_reads)
         for batch in batches:

@@ -119,48 +119,17 @@ def test_block_scorer_excludes_seen_items_and_ignores_unknown_ones():
                     (12, 9, -3.0, 2)]
 
 
-@pytest.mark.parametrize("gemm", ["numpy", "blis"])
-def test_both_matrix_product_backends_score_every_block_like_a_brute_force(gemm):
+def test_every_block_is_scored_like_a_brute_force():
     """Blocks of 3 users reuse one score buffer: each product must overwrite it, not add to what it holds."""
     rng = np.random.default_rng(11)
     item_vecs = rng.integers(-3, 4, size=(40, 5)).astype(np.float32)  # small integers: exact float32 products
     user_vecs = rng.integers(-3, 4, size=(10, 5)).astype(np.float32)
-    scorer = select.BlockScorer(np.arange(40), item_vecs, n=7, max_block_users=3, gemm=gemm)
+    scorer = select.BlockScorer(np.arange(40), item_vecs, n=7, max_block_users=3)
     top = scorer.score(user_vecs, np.zeros(10, np.int64), np.empty(0, np.int64))
     scores = user_vecs @ item_vecs.T
     expected = [sorted(range(40), key=lambda c: (-scores[r, c], c))[:7] for r in range(10)]
     assert as_lists(top, 10) == expected
     assert np.array_equal(top.scores, scores[top.rows, top.cols])
-
-
-def test_gemm_backend_is_resolved_and_checked():
-    assert select.resolve_gemm("numpy") == "numpy"
-    assert select.resolve_gemm("blis") == "blis"
-    assert select.resolve_gemm("auto", rows=8, items=300, rank=4) == "numpy"  # too small to be worth timing
-    with pytest.raises(ValueError, match="gemm must be one of auto, blis, numpy; got 'mkl'"):
-        select.resolve_gemm("mkl")
-
-
-@pytest.mark.parametrize("blis_ms, numpy_ms, chosen", [(10.0, 20.0, "blis"), (10.0, 10.5, "numpy"),
-                                                       (20.0, 10.0, "numpy")])
-def test_auto_gemm_takes_blis_only_when_clearly_faster_and_remembers_per_shape(monkeypatch, blis_ms, numpy_ms,
-                                                                              chosen):
-    calls = []
-
-    def timings(rows, items, rank):
-        calls.append((rows, items, rank))
-        return {"blis": blis_ms / 1e3, "numpy": numpy_ms / 1e3}
-
-    monkeypatch.setattr(select, "time_gemm", timings)
-    monkeypatch.setattr(select, "_AUTO_GEMM", {})
-    assert select.resolve_gemm("auto", rows=256, items=100_000, rank=64) == chosen
-    assert select.resolve_gemm("auto", rows=256, items=50_000, rank=64) == chosen  # same capped shape: no new timing
-    assert calls == [(256, select.AUTO_GEMM_MAX_ITEMS, 64)]
-
-
-def test_gemm_timing_measures_both_installed_backends():
-    seconds = select.time_gemm(64, 2048, 32, rounds=2)
-    assert set(seconds) == {"numpy", "blis"} and all(0 < s < 1 for s in seconds.values())
 
 
 def test_invalid_arguments_are_named():
