@@ -22,6 +22,8 @@ from lake.registry import Lake
 
 def build_parser():
     parser = lake_parser(__doc__)
+    parser.add_argument("--history-only", action="store_true", help="only show history and file counts")
+    parser.add_argument("--history", type=int, default=5, help="commits of history shown per table")
     parser.add_argument("--tables", default=None,
                         help="comma-separated layer/name tables (default: every Delta table in the lake)")
     parser.add_argument("--vacuum-hours", type=float, default=SAFE_RETENTION_HOURS,
@@ -35,8 +37,6 @@ def build_parser():
     parser.add_argument("--partition-filter", default=None,
                         help="OPTIMIZE only partitions matching this predicate on partition columns (applied to "
                              "the tables whose partition columns it names), e.g. \"event_date >= '2024-03-01'\"")
-    parser.add_argument("--history", type=int, default=5, help="commits of history shown per table")
-    parser.add_argument("--history-only", action="store_true", help="only show history and file counts")
     parser.add_argument("--snapshot-root", default=None,
                         help="snapshot folder whose leftovers and superseded snapshots older than a day are "
                              "removed (default: <lake>/snapshots)")
