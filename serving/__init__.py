@@ -2,6 +2,8 @@
 
 * snapshot: the contract between batch and serving (LATEST, the version folders, the manifest and its checks);
   the batch's publish step writes snapshots with it, the service reads them with it.
+* ids: the id contract (normal form, length, forbidden characters) that ingest, build_training, the snapshot check
+  and the service all apply.
 * lookup, snapshot_cache, reloader: load a snapshot into arrays, memory-map them from a per-pod cache, and swap to a
   new snapshot in the background only once it is verified and loaded.
 * api, openapi, service_metrics: the request/answer format and its limits, the OpenAPI document, the counters.

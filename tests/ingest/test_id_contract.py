@@ -157,6 +157,7 @@ def test_the_timestamp_floor_is_an_ingest_option_and_a_flag(spark):
 
 
 # -- one small lake: ingest -> silver (plus rows from before the contract) -> build_training -> ... -> snapshot --------
+# (slow: the nightly steps from silver, as the other end-to-end tests)
 
 LONG_USER = "u" + "x" * 10_000  # 10,001 characters
 BAD_LINES = {
@@ -201,6 +202,7 @@ def lake_run(spark, tmp_path_factory):
     return {"lake": lake, "ingest": ingested, "results": results, "snapshots": base / "lake" / "snapshots"}
 
 
+@pytest.mark.slow
 def test_ingest_quarantines_the_ids_and_times_the_service_cannot_use(spark, lake_run):
     """Issue 31: a 10,001-character user id and ``u8\\x00`` were loaded into silver, and so were epoch-0 times."""
     summary = lake_run["ingest"]
@@ -215,12 +217,14 @@ def test_ingest_quarantines_the_ids_and_times_the_service_cannot_use(spark, lake
     assert LONG_USER not in users and "u8\x00" not in users
 
 
+@pytest.mark.slow
 def test_training_leaves_out_silver_rows_whose_ids_break_the_contract(lake_run):
     summary = lake_run["results"]["build_training"]
     assert summary["refused_ids"] == {"pairs": len(LEGACY_IDS), "events": len(LEGACY_IDS)}
     assert summary["users"] == 8
 
 
+@pytest.mark.slow
 def test_the_published_snapshot_is_served(lake_run):
     snapshot = load_snapshot(lake_run["snapshots"])
     assert snapshot.model_version == "ids-v1" and snapshot.user_count == 8

@@ -26,6 +26,12 @@ CSV_CASES = [
     ("u1,i1,view", parse.WRONG_FIELD_COUNT),
     ("u1,i1,view,2024-01-01T10:00:00Z,,e1,extra", parse.WRONG_FIELD_COUNT),
     (",i1,view,2024-01-01T10:00:00Z,,", parse.MISSING_USER_ID),
+    ("\u3000\t,i1,view,2024-01-01T10:00:00Z,,", parse.MISSING_USER_ID),  # white space only
+    ("u" + "x" * 10_000 + ",i1,view,2024-01-01T10:00:00Z,,", parse.USER_ID_TOO_LONG),
+    ("u8\x00,i1,view,2024-01-01T10:00:00Z,,", parse.USER_ID_INVALID),
+    ("u\u202e8,i1,view,2024-01-01T10:00:00Z,,", parse.USER_ID_INVALID),
+    ("u1," + "i" * 257 + ",view,2024-01-01T10:00:00Z,,", parse.ITEM_ID_TOO_LONG),
+    ("u1,i\x7f,view,2024-01-01T10:00:00Z,,", parse.ITEM_ID_INVALID),
     ("u1, ,view,2024-01-01T10:00:00Z,,", parse.MISSING_ITEM_ID),
     ("u1,i1,,2024-01-01T10:00:00Z,,", parse.MISSING_EVENT_TYPE),
     ("u1,i1,hover,2024-01-01T10:00:00Z,,", parse.UNKNOWN_EVENT_TYPE),
@@ -33,6 +39,8 @@ CSV_CASES = [
     ("u1,i1,view,yesterday,,", parse.BAD_TIMESTAMP),
     ("u1,i1,view,2024-13-45T99:00:00Z,,", parse.BAD_TIMESTAMP),
     ("u1,i1,view,-5,,", parse.BAD_TIMESTAMP),
+    ("u1,i1,view,0,,", parse.TIMESTAMP_BEFORE_FLOOR),
+    ("u1,i1,view,1994-12-31T23:59:59Z,,", parse.TIMESTAMP_BEFORE_FLOOR),
     ("u1,i1,view,2999-01-01T00:00:00Z,,", parse.FUTURE_TIMESTAMP),
     (f"u1,i1,view,{NOW_S + 1},,", parse.FUTURE_TIMESTAMP),
     ("u1,i1,rating,2024-01-01T10:00:00Z,,", parse.BAD_RATING),
@@ -51,7 +59,14 @@ GOOD_CSV_CASES = [
     ("u1,i1,purchase,2024-01-01 12:00:00+02:00,1.5,e9\r", ("u1", "i1", "purchase", 1.5, T, "e9")),
     ('"u,1",i1,click,1704103200.25,,', ("u,1", "i1", "click", None, T + dt.timedelta(microseconds=250_000), None)),
     ("u1,0042,rating,2024-01-01T10:00:00Z,4.5,", ("u1", "0042", "rating", 4.5, T, None)),
+    ("\u00a0u1\t,e\u0301,view,2024-01-01T10:00:00Z,,", ("u1", "\u00e9", "view", None, T, None)),  # normal form
+    ("x" * 256 + ",i1,view,2024-01-01T10:00:00Z,,", ("x" * 256, "i1", "view", None, T, None)),
 ]
+
+
+def case_id(value) -> str | None:
+    """Test ids cut to 40 characters (some lines are 10,000 characters long)."""
+    return value[:37] + "..." if isinstance(value, str) and len(value) > 40 else None
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +75,14 @@ def csv_parsed(spark):
     return parse_lines(spark, [line for line, _ in CSV_CASES + GOOD_CSV_CASES])
 
 
-@pytest.mark.parametrize("line, reason", CSV_CASES)
+@pytest.mark.parametrize("line, reason", CSV_CASES, ids=case_id)
 def test_each_csv_fault_class_gets_its_reason(csv_parsed, line, reason):
     row = csv_parsed[line]
     assert row[C.REASON] == reason
     assert row[C.USER_ID] is None and row[C.EVENT_TS] is None
 
 
-@pytest.mark.parametrize("line, expected", GOOD_CSV_CASES)
+@pytest.mark.parametrize("line, expected", GOOD_CSV_CASES, ids=case_id)
 def test_good_csv_lines_are_typed_and_normalised(csv_parsed, line, expected):
     row = csv_parsed[line]
     assert row[C.REASON] is None
