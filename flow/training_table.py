@@ -122,6 +122,7 @@ def build_training(spark: SparkSession, lake: Lake, options: TrainingTableOption
             pairs, support = kcore.k_core(pairs, min_user_items=options.min_user_items,
                                           min_item_users=options.min_item_users, max_iter=options.kcore_max_iter)
             n_pairs = support.rows_after
+            flagged.unpersist()  # k_core's result is materialised on its own
         if n_pairs == 0:
             raise EmptyInputError(f"{lake.silver} (version {silver_version}) yields no {options.mode} training rows")
         stats = _write_gold(spark, lake, pairs, options.mode)

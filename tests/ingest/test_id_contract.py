@@ -20,6 +20,7 @@ from flow.ingest import IngestOptions, ingest, input_format
 from flow.nightly import NightlyOptions, nightly
 from flow.score import ScoreOptions
 from flow.train import TrainOptions
+from flow.training_table import TrainingTableOptions, build_training
 from jobs.cli import add_ingest_options_args, ingest_options_from_args
 from lake import tables
 from lake.registry import Lake
@@ -230,3 +231,11 @@ def test_the_published_snapshot_is_served(lake_run):
     assert snapshot.model_version == "ids-v1" and snapshot.user_count == 8
     assert all(ids.valid_id(key.decode("utf-8")) for key in snapshot.users.keys.tolist())
     assert answer(parse_json_data({"user_id": " u1\t", "k": 1}, n=snapshot.n), snapshot)["source"] == "personal"
+
+
+@pytest.mark.slow
+def test_training_with_a_minimum_support_leaves_them_out_first(spark, lake_run):
+    first = lake_run["results"]["build_training"]
+    summary = build_training(spark, lake_run["lake"], TrainingTableOptions(min_user_items=2, min_item_users=2))
+    assert summary["refused_ids"] == first["refused_ids"]
+    assert summary["min_support"]["rows_before"] == first["rows"] and 0 < summary["rows"] <= first["rows"]
