@@ -325,7 +325,9 @@ def run_method(method: str, folder: Path, params: dict) -> dict:
     out_file = folder / f"result-{method}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--data", str(folder),
            "--params", json.dumps(params), "--result", str(out_file)]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    # implicit runs as its authors recommend: OpenBLAS without its own thread pool (implicit parallelises itself)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"} if method == "implicit" else None
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     peak = 0
     stop = threading.Event()
 

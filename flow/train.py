@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -42,6 +43,8 @@ from models.evaluation import NotEnoughDataError, evaluate_explicit_holdout, eva
 from models.report import report_html
 from models.tuning import cross_validate
 from transforms import columns as C
+
+log = logging.getLogger(__name__)
 
 MODEL_RUNS_SCHEMA = (
     "model_version string, created_at timestamp, model_dir string, mode string, params string, "
@@ -150,6 +153,19 @@ def _model_dir(lake: Lake, model_version: str) -> str:
     return f"{lake.models}/{model_version}"
 
 
+def _executor_blas(spark: SparkSession) -> dict | None:
+    """Per executor host of a cluster, the ALS BLAS it has (models.als_blas.executor_libraries); None in local
+    mode, where the executors are the driver's JVM. A host without the library named to it is logged."""
+    if spark.sparkContext.master.startswith("local"):
+        return None
+    path = als_blas.executor_option_path(spark)
+    hosts = als_blas.executor_libraries(spark, path)
+    lacking = sorted(host for host, found in hosts.items() if path and not found["library"])
+    if lacking:
+        log.warning("executors on %s lack %s: their ALS runs on libblas.so.3 alone (or Java BLAS)", lacking, path)
+    return hosts
+
+
 def _fit_and_save(spark: SparkSession, lake: Lake, data: DataFrame, params: AlsParams, report: dict | None, *,
                   model_version: str, training_version: int) -> dict:
     """Fit on all of ``data``, save the model with its lineage and report; returns the lineage."""
@@ -165,6 +181,7 @@ def _fit_and_save(spark: SparkSession, lake: Lake, data: DataFrame, params: AlsP
         "blas": blas_implementation(spark),
         "blas_library": als_blas.loaded_library(spark) or "libblas.so.3",
         "lapack_library": als_blas.loaded_lapack_library(spark) or "liblapack.so.3",
+        "executor_blas": _executor_blas(spark),
         "metrics": headline_metrics(report),
     }
     model_dir = _model_dir(lake, model_version)

@@ -27,6 +27,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# the flags whose values are storage locations: one on object storage gives the session the S3A connector
+URI_ARGS = ("lake", "input", "snapshot_root")
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     spark = parser.add_argument_group("spark")
@@ -64,8 +68,9 @@ def spark_from_args(app_name: str, args: argparse.Namespace):
                         stream=sys.stderr)
     if args.reference_path:
         speed.use_reference_path()
+    uris = tuple(getattr(args, name, None) for name in URI_ARGS)
     return build_spark(app_name, master=args.master, conf=parse_conf(args.conf), jars_dir=args.jars_dir,
-                       log_level=args.log_level)
+                       log_level=args.log_level, uris=uris)
 
 
 def add_lake_arg(parser: argparse.ArgumentParser) -> None:

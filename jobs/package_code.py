@@ -1,28 +1,18 @@
-"""Zip the project's Python packages for spark-submit's --py-files (executors import transforms/, models/, ...).
+"""Zip the project's Python packages, for spark-submit's --py-files.
 
     python -m jobs.package_code --out dist/recsys-code.zip
     spark-submit --master spark://host:7077 --py-files dist/recsys-code.zip jobs/ingest.py ...
 
-Not needed on Kubernetes: the batch image has the project installed.
+Optional: on a cluster master every job ships the same zip itself (jobs.shipping); the batch image has the
+project installed.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("jobs", "flow", "lake", "transforms", "models", "validation", "serving")
-
-
-def build_zip(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for package in PACKAGES:
-            for path in sorted((REPO / package).rglob("*.py")):
-                zf.write(path, path.relative_to(REPO).as_posix())
-    return out
+from jobs.shipping import build_zip
 
 
 def main(argv=None) -> int:

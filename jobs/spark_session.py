@@ -13,7 +13,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from lake import jvm
+from jobs import shipping
+from lake import jvm, object_store
 from models import als_blas
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ DELTA_DEFAULT_SNAPSHOT_PARTITIONS = 50
 # fresh processes in turns: 7.9 s against 8.7 s with G1 (5 pairs, Parallel faster in 4). Cluster executors keep
 # their own JVM options.
 LOCAL_GC_OPTION = "-XX:+UseParallelGC"
-# Only meaningful when this process starts the JVM (not under spark-submit).
-LOCAL_ONLY_CONF = {
+# For the driver JVM when this process starts it (not under spark-submit), whatever the master.
+DRIVER_CONF = {
     "spark.driver.memory": "4g",
     "spark.driver.extraJavaOptions": LOCAL_GC_OPTION,
     "spark.ui.enabled": "false",
@@ -78,46 +79,92 @@ def _jars_from_dir(jars_dir: str) -> str:
     return ",".join(jars)
 
 
+def running_master(master: str | None, conf: dict[str, str] | None = None) -> str:
+    """The master Spark runs (or will run) with: spark-submit's when it launched us, else ``master``, else
+    ``spark.master`` in ``conf``, else local[*]."""
+    if launched_by_spark_submit():
+        return _launcher_setting("spark.master", "local[*]")
+    return master or (conf or {}).get("spark.master") or "local[*]"
+
+
+def is_local_master(master: str) -> bool:
+    """Whether every executor is this process's JVM (local, local[N], local[*], local[N,F])."""
+    return master == "local" or master.startswith("local[")
+
+
 def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str] | None = None,
-                jars_dir: str | None = None, log_level: str = "WARN") -> SparkSession:
+                jars_dir: str | None = None, log_level: str = "WARN", uris: tuple[str | None, ...] = ()) -> SparkSession:
     """Return the active session or build one with Delta configured.
 
     ``conf`` overrides every default; ``jars_dir`` (or $RECSYS_JARS_DIR) replaces the Ivy download with
-    local jars. PYSPARK_PYTHON is pinned to this interpreter so workers never start another Python. The JVMs
-    load Spark ALS's BLAS library (models/als_blas.py) when it is built, unless ``conf`` picks netlib's BLAS.
+    local jars. ``uris`` are the job's lake, input and snapshot locations: one on object storage adds the S3A
+    connector (lake.object_store). PYSPARK_PYTHON is pinned to this interpreter unless set. What depends on where
+    executors run is decided from the master Spark runs with (``running_master``): on a cluster the project's
+    packages are shipped to the executors (jobs.shipping) and Spark ALS's BLAS library is only named to executors
+    at a path given by $RECSYS_ALS_BLAS (installed on every node), never at this checkout's build folder.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-
-    settings = dict(DEFAULT_CONF)
+    conf = dict(conf or {})
     submitted = launched_by_spark_submit()
-    if not submitted:
-        settings.update(LOCAL_ONLY_CONF)
-    settings.update(conf or {})
-    settings = _with_als_blas(settings, submitted)
-
+    running = running_master(master, conf)
+    jars_dir = jars_dir or os.environ.get(JARS_DIR_ENV)
+    settings = _settings(conf, submitted=submitted, local=is_local_master(running), jars_dir=jars_dir, uris=uris)
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
-
-    jars_dir = jars_dir or os.environ.get(JARS_DIR_ENV)
     if submitted:
-        if master:
-            log.warning("--master %s ignored: under spark-submit the master comes from spark-submit", master)
+        if master and master != running:
+            log.warning("--master %s ignored: under spark-submit the master comes from spark-submit (%s)", master,
+                        running)
     else:
-        builder = builder.master(master or settings.get("spark.master", "local[*]"))
-        if jars_dir:
-            builder = builder.config("spark.jars", _jars_from_dir(jars_dir))
-        elif "spark.jars.packages" not in (conf or {}) and "spark.jars" not in (conf or {}):
-            from delta import configure_spark_with_delta_pip
+        builder = _with_jars(builder.master(running), settings, conf, jars_dir)
+    spark = _start(builder)
+    spark.sparkContext.setLogLevel(log_level)
+    _check_classpath(spark, s3a=object_store.S3A_CLASS if _wants_s3a(conf, uris) else None)
+    _keep_jars_off_python_path(spark)
+    if not is_local_master(running):
+        shipping.ship_project_code(spark)
+    if DELTA_SNAPSHOT_PARTITIONS not in settings and not spark.sparkContext.getConf().contains(DELTA_SNAPSHOT_PARTITIONS):
+        spark.conf.set(DELTA_SNAPSHOT_PARTITIONS, str(snapshot_partitions(spark.sparkContext.defaultParallelism)))
+    return spark
 
-            extra = [p for p in settings.get("spark.extra.packages", "").split(",") if p]
-            builder = configure_spark_with_delta_pip(builder, extra_packages=extra)
 
+def _wants_s3a(conf: dict[str, str], uris) -> bool:
+    return object_store.uses_object_store(uris) or object_store.requested(conf)
+
+
+def _settings(conf: dict[str, str], *, submitted: bool, local: bool, jars_dir: str | None, uris) -> dict[str, str]:
+    """The session's settings: defaults, then the driver's when this process starts the JVM, then S3A's when
+    needed, then the user's ``conf`` (which wins over all of them), then the ALS BLAS Java options."""
+    settings = dict(DEFAULT_CONF)
+    if not submitted:
+        settings.update(DRIVER_CONF)
+    if _wants_s3a(conf, uris):
+        fetch = not submitted and not jars_dir and "spark.jars" not in conf
+        settings = object_store.with_s3a(settings, fetch_packages=fetch)
+    settings.update(conf)
+    return _with_als_blas(settings, submitted, local)
+
+
+def _with_jars(builder, settings: dict[str, str], conf: dict[str, str], jars_dir: str | None):
+    """Delta's jars (and any ``spark.jars.packages`` in ``settings``): from ``jars_dir``, or fetched by Ivy."""
+    if jars_dir:
+        return builder.config("spark.jars", _jars_from_dir(jars_dir))
+    if "spark.jars.packages" in conf or "spark.jars" in conf:
+        return builder
+    from delta import configure_spark_with_delta_pip
+
+    extra = [p for p in settings.get("spark.jars.packages", "").split(",") if p]
+    extra += [p for p in settings.get("spark.extra.packages", "").split(",") if p]
+    return configure_spark_with_delta_pip(builder, extra_packages=extra)
+
+
+def _start(builder) -> SparkSession:
     try:
-        spark = builder.getOrCreate()
+        return builder.getOrCreate()
     except Exception as exc:  # the JVM did not start: most often Ivy could not fetch Delta's jars
         raise SparkSetupError(
             f"Spark did not start ({type(exc).__name__}: {exc}).\n"
@@ -126,12 +173,6 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
             f"or fetch the jars with Maven (`make delta-jars`, which writes .jars/) and run the job with "
             f"--jars-dir .jars (or {JARS_DIR_ENV}=.jars)."
         ) from exc
-    spark.sparkContext.setLogLevel(log_level)
-    _check_delta_on_classpath(spark)
-    _keep_jars_off_python_path(spark)
-    if DELTA_SNAPSHOT_PARTITIONS not in settings and not spark.sparkContext.getConf().contains(DELTA_SNAPSHOT_PARTITIONS):
-        spark.conf.set(DELTA_SNAPSHOT_PARTITIONS, str(snapshot_partitions(spark.sparkContext.defaultParallelism)))
-    return spark
 
 
 def snapshot_partitions(parallelism: int) -> int:
@@ -139,22 +180,26 @@ def snapshot_partitions(parallelism: int) -> int:
     return max(1, min(DELTA_DEFAULT_SNAPSHOT_PARTITIONS, int(parallelism)))
 
 
-def _with_als_blas(settings: dict[str, str], submitted: bool) -> dict[str, str]:
+def _with_als_blas(settings: dict[str, str], submitted: bool, local: bool) -> dict[str, str]:
     """Add the Java option that loads Spark ALS's BLAS library to the JVMs this session starts.
 
     Run by this process, the session starts the driver JVM (local mode: the executors too), so both options are
     set. Under spark-submit the driver JVM runs already (its options are spark-submit's: the SparkApplications
     and ``--driver-java-options`` set them); only the executors, started later, can still get it, and their
-    option is merged with what spark-submit was given.
+    option is merged with what spark-submit was given. Executors of a cluster get it only at a path named by
+    $RECSYS_ALS_BLAS (the same on every node, as in the batch image); models.als_blas.executor_libraries reports
+    what each executor's host has.
     """
     path = als_blas.library_path()
-    if path is None:
-        return settings
-    if not submitted:
-        return als_blas.add_java_options(settings, path)
-    key = "spark.executor.extraJavaOptions"
-    base = {key: settings.get(key) or _launcher_setting(key, "")}
-    return {**settings, **als_blas.add_java_options(base, path, keys=(key,))}
+    executor_path = path if local else als_blas.installed_library_path()
+    keys = [key for key, chosen in (("spark.driver.extraJavaOptions", path and not submitted),
+                                    ("spark.executor.extraJavaOptions", executor_path)) if chosen]
+    out = dict(settings)
+    for key in keys:
+        base = {key: out.get(key) or (_launcher_setting(key, "") if submitted else "")}
+        out.update(als_blas.add_java_options(base, path if key.startswith("spark.driver") else executor_path,
+                                             keys=(key,)))
+    return out
 
 
 def _launcher_setting(key: str, default: str | None = None) -> str | None:
@@ -175,7 +220,10 @@ def _keep_jars_off_python_path(spark: SparkSession) -> None:
     jvm.drop_python_includes(spark, ".jar")
 
 
-def _check_delta_on_classpath(spark: SparkSession) -> None:
+def _check_classpath(spark: SparkSession, *, s3a: str | None) -> None:
+    """SparkSetupError when Delta's classes, or the S3A connector's (``s3a``: its class name), are missing."""
+    if s3a and not jvm.has_class(spark, s3a):
+        raise SparkSetupError(object_store.missing_connector_message())
     if not jvm.has_class(spark, "io.delta.tables.DeltaTable"):
         raise SparkSetupError(
             "Delta Lake classes are not on Spark's classpath. Under spark-submit pass "

@@ -75,6 +75,43 @@ def library_path(env: dict | None = None) -> Path | None:
     return DEFAULT_LIBRARY if DEFAULT_LIBRARY.is_file() else None
 
 
+def installed_library_path(env: dict | None = None) -> Path | None:
+    """The library to name to a cluster's executors: only one $RECSYS_ALS_BLAS names explicitly (installed at that
+    path on every node, as in the batch image); never the build folder of the driver's checkout, which other
+    machines do not have. None on the reference path or with $RECSYS_ALS_BLAS=system."""
+    env = os.environ if env is None else env
+    return library_path(env) if env.get(LIBRARY_ENV, "").strip() else None
+
+
+def executor_option_path(spark) -> str | None:
+    """The library path the session's executors were told to load (their Java options), or None."""
+    options = spark.sparkContext.getConf().get("spark.executor.extraJavaOptions", "") or ""
+    prefix = f"-D{NETLIB_LIBRARY_PATH}="
+    return next((o[len(prefix):] for o in options.split() if o.startswith(prefix)), None)
+
+
+def executor_libraries(spark, path: str | None) -> dict[str, dict]:
+    """What the hosts of the session's executors have, per host name: ``library`` (``path`` when that file is
+    there, else None) and ``libblas`` (whether libblas.so.3 loads). One small Python task per core, so every
+    executor of a freshly started application is asked; netlib on a host without ``path`` runs on libblas.so.3,
+    or on its Java BLAS without that too."""
+    tasks = max(1, spark.sparkContext.defaultParallelism)
+
+    def probe(_):
+        import ctypes
+        import os as _os
+        import socket
+
+        try:
+            ctypes.CDLL("libblas.so.3")
+            libblas = True
+        except OSError:
+            libblas = False
+        yield socket.gethostname(), {"library": path if path and _os.path.isfile(path) else None, "libblas": libblas}
+
+    return dict(spark.sparkContext.parallelize(range(tasks), tasks).mapPartitions(probe).collect())
+
+
 def java_option(path: Path) -> str:
     """The Java options (one string, two options) that make netlib load ``path`` as its BLAS and its LAPACK."""
     return f"-D{NETLIB_LIBRARY_PATH}={path} -D{NETLIB_LAPACK_LIBRARY_PATH}={path}"
