@@ -98,18 +98,21 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
 
     ``conf`` overrides every default; ``jars_dir`` (or $RECSYS_JARS_DIR) replaces the Ivy download with
     local jars. ``uris`` are the job's lake, input and snapshot locations: one on object storage adds the S3A
-    connector (lake.object_store). PYSPARK_PYTHON is pinned to this interpreter unless set. What depends on where
-    executors run is decided from the master Spark runs with (``running_master``): on a cluster the project's
-    packages are shipped to the executors (jobs.shipping) and Spark ALS's BLAS library is only named to executors
-    at a path given by $RECSYS_ALS_BLAS (installed on every node), never at this checkout's build folder.
+    connector (lake.object_store). What depends on where executors run is decided from the master Spark runs with
+    (``running_master``). On a local master PYSPARK_PYTHON is pinned to this interpreter (unless set), so workers
+    never start another Python. On a cluster the workers' Python is ``spark.pyspark.python`` (or
+    $PYSPARK_PYTHON, else ``python3`` on their PATH), the project's packages are shipped to the executors
+    (jobs.shipping) and Spark ALS's BLAS library is named to executors only at a path given by $RECSYS_ALS_BLAS
+    (installed on every node), never at this checkout's build folder.
     """
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     conf = dict(conf or {})
     submitted = launched_by_spark_submit()
     running = running_master(master, conf)
+    if is_local_master(running):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jars_dir = jars_dir or os.environ.get(JARS_DIR_ENV)
     settings = _settings(conf, submitted=submitted, local=is_local_master(running), jars_dir=jars_dir, uris=uris)
     builder = SparkSession.builder.appName(app_name)
