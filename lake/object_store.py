@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lake import jvm
+
 SWITCH_CONF = "spark.recsys.objectStore"
 SWITCH_ENV = "RECSYS_OBJECT_STORE"
 S3A = "s3a"
@@ -142,6 +144,25 @@ def with_s3a(settings: dict[str, str], *, fetch_packages: bool) -> dict[str, str
         excludes = [e for e in out.get("spark.jars.excludes", "").split(",") if e]
         out["spark.jars.excludes"] = ",".join(excludes + [e for e in PACKAGE_EXCLUDES if e not in excludes])
     return out
+
+
+def store_options(spark) -> dict:
+    """The session's S3A settings (endpoint, region, keys, path style) as keyword arguments of
+    serving.storage.S3Options, so code outside Spark (publish's manifest, LATEST) reaches the bucket the way Spark
+    does. Unset ones are None (the AWS defaults then apply)."""
+    conf = jvm.hadoop_configuration(spark)
+
+    def setting(key: str) -> str | None:
+        return (conf.get(key) or "").strip() or None
+
+    endpoint = setting("fs.s3a.endpoint")
+    if endpoint and "://" not in endpoint:
+        secure = (setting("fs.s3a.connection.ssl.enabled") or "true").lower() == "true"
+        endpoint = f"{'https' if secure else 'http'}://{endpoint}"
+    path_style = (setting("fs.s3a.path.style.access") or "").lower()
+    return {"endpoint_url": endpoint, "region": setting("fs.s3a.endpoint.region"),
+            "access_key": setting("fs.s3a.access.key"), "secret_key": setting("fs.s3a.secret.key"),
+            "session_token": setting("fs.s3a.session.token"), "path_style": True if path_style == "true" else None}
 
 
 def missing_connector_message() -> str:
