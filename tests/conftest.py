@@ -47,3 +47,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present (real datasets live beside the repo in ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A local S3 endpoint (moto's server) for the whole run: ``.endpoint_url``, ``.access_key``, ``.secret_key``,
+    ``.env()`` (AWS_* for child processes) and ``.make_bucket()`` (a fresh bucket per test); tests/support/s3.py."""
+    from tests.support.s3 import running_s3_server
+
+    with running_s3_server(tmp_path_factory.mktemp("s3-server") / "moto.log") as server:
+        yield server
