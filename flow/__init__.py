@@ -2,6 +2,7 @@
 
 Each step takes a Spark session, a ``lake.registry.Lake`` and typed options, reads and writes tables through
 ``lake``, and returns a typed result; ``flow.nightly`` chains them with the gates of ``validation``. May import
-lake, transforms, models, validation and ``serving.snapshot`` (the snapshot contract that publish writes and
-the service reads); never jobs or the rest of serving.
+lake, transforms, models, validation, ``serving.snapshot`` (the snapshot contract that publish writes and
+the service reads) and ``serving.storage`` (where snapshots live: a folder or object storage); never jobs or the
+rest of serving.
 """

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from flow.snapshot_retention import clean_snapshots
 from flow import runs
 from lake import fs, tables
-from lake.registry import LAYERS, Lake, local_path
+from flow import snapshot_store
+from lake.registry import LAYERS, Lake
 
 SAFE_RETENTION_HOURS = 168.0  # Delta's default delta.deletedFileRetentionDuration (7 days)
 # Z-ORDER columns per table: the columns queries filter on and that are not partition columns.
@@ -60,7 +61,7 @@ class MaintainOptions:
     history: int = 5
     history_only: bool = False
     clean_snapshots: bool = True  # apply flow.snapshot_retention to the snapshot root
-    snapshot_root: str | None = None  # local folder of snapshots (None: the lake's snapshots folder)
+    snapshot_root: str | None = None  # folder or s3a:// URI of snapshots (None: the lake's snapshots folder)
 
 
 def check_retention(options: MaintainOptions) -> None:
@@ -98,19 +99,17 @@ def _maintain_tables(spark, lake: Lake, names: list[str], options: MaintainOptio
             raise FileNotFoundError(f"no Delta table at {path} (from --tables {name})")
         report["tables"][name] = maintain_table(spark, path, name, options)
     if options.clean_snapshots and not options.history_only:
-        report["snapshots"] = clean_snapshot_root(lake, options)
+        report["snapshots"] = clean_snapshot_root(spark, lake, options)
     report["seconds"] = round(time.time() - started, 1)
     return report
 
 
-def clean_snapshot_root(lake: Lake, options: MaintainOptions) -> dict:
-    """flow.snapshot_retention.clean_snapshots on the snapshot root: {"root", "removed", "not_removed"}; a remote
-    root (not a local folder) is skipped, with the reason."""
-    root = options.snapshot_root or lake.snapshots
-    if "://" in root and not root.startswith("file:"):
-        return {"root": root, "skipped": "not a local folder"}
-    cleanup = clean_snapshots(local_path(root))
-    return {"root": root, "removed": cleanup.removed, "not_removed": cleanup.failed}
+def clean_snapshot_root(spark, lake: Lake, options: MaintainOptions) -> dict:
+    """flow.snapshot_retention.clean_snapshots on the snapshot root (a folder or an object-storage URI):
+    {"root", "removed", "not_removed"}."""
+    root = snapshot_store.snapshot_root(spark, lake, options.snapshot_root)
+    cleanup = clean_snapshots(root)
+    return {"root": str(root), "removed": cleanup.removed, "not_removed": cleanup.failed}
 
 
 def maintain_table(spark, path: str, name: str, options: MaintainOptions) -> dict:

@@ -16,15 +16,17 @@ The steps, in order (PUBLISH_STEPS; ``on_step`` is called after each, which is w
 kills the process): user_recommendations, popular_items, similar_items written; manifest written; verified;
 latest replaced; cleaned.
 
-The snapshot root is a local folder (in a cluster, a volume shared with the lookup service).
+The snapshot root is a local folder or an object-storage URI (``s3a://bucket/snapshots``; flow.snapshot_store):
+Spark's executors write the tables there (through S3A's magic committer on S3), and the driver writes the
+manifest and LATEST through serving.storage, with the session's S3A settings. On S3, LATEST is one PUT of a
+small object: atomic, and the last write of a publish. The lookup service downloads and verifies a version before
+it maps it, so no folder needs to be shared between batch and serving.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,9 +34,11 @@ from pyspark.sql import functions as F
 from flow.model_runs import checked_version, latest_model_version, version_predicate
 from flow.score import SIMILAR_ITEM_ID
 from flow.snapshot_retention import clean_snapshots
+from flow.snapshot_store import snapshot_root, spark_uri
 from lake import tables
-from lake.registry import Lake, local_path
-from serving import snapshot
+from lake.registry import Lake
+from serving import snapshot, storage
+from serving.storage import Location
 from transforms import columns as C
 
 USERS_PER_FILE = 500_000
@@ -51,7 +55,7 @@ class PublishError(RuntimeError):
 @dataclass(frozen=True, kw_only=True)
 class PublishOptions:
     model_version: str | None = None  # scored model version to publish (None: the latest trained)
-    snapshot_root: str | None = None  # local folder of snapshots (None: the lake's snapshots folder)
+    snapshot_root: str | None = None  # folder or s3a:// URI of snapshots (None: the lake's snapshots folder)
     force: bool = False  # build a new snapshot folder even if this version has an intact one
 
 
@@ -75,8 +79,9 @@ def publish(spark: SparkSession, lake: Lake, options: PublishOptions, *, on_step
     started = time.time()
     step = on_step or (lambda name: None)
     model_version = checked_version(options.model_version or latest_model_version(spark, lake))
-    root = local_path(options.snapshot_root or lake.snapshots)
-    root.mkdir(parents=True, exist_ok=True)
+    root = snapshot_root(spark, lake, options.snapshot_root)
+    if root.is_local:
+        root.local.mkdir(parents=True, exist_ok=True)
     manifest = None if options.force else snapshot.intact_version(root, model_version)
     reused = manifest is not None
     if manifest is None:
@@ -92,7 +97,7 @@ def publish(spark: SparkSession, lake: Lake, options: PublishOptions, *, on_step
     return {**summary, "seconds": round(time.time() - started, 1)}
 
 
-def _build(spark: SparkSession, lake: Lake, root: Path, model_version: str, step: StepHook) -> snapshot.Manifest:
+def _build(spark: SparkSession, lake: Lake, root: Location, model_version: str, step: StepHook) -> snapshot.Manifest:
     """Write and verify a new folder of ``model_version`` under ``root``; returns its manifest."""
     where = version_predicate(model_version)
     recs = tables.read(spark, lake.user_recommendations).where(where)
@@ -112,7 +117,7 @@ def _build(spark: SparkSession, lake: Lake, root: Path, model_version: str, step
         lists.unpersist()
 
 
-def _write_snapshot(spark: SparkSession, lake: Lake, folder: Path, model_version: str, where: str, *,
+def _write_snapshot(spark: SparkSession, lake: Lake, folder: Location, model_version: str, where: str, *,
                     lists: DataFrame, users: int, n: int, step: StepHook) -> snapshot.Manifest:
     """Write the tables into the new ``folder``, then its manifest, and verify it; returns its manifest. The
     folder is removed on any failure (a process that dies leaves it, incomplete, to flow.snapshot_retention)."""
@@ -138,17 +143,20 @@ def _write_snapshot(spark: SparkSession, lake: Lake, folder: Path, model_version
     return manifest
 
 
-def _write_parquet(df: DataFrame, folder: Path, files: int) -> None:
-    df.coalesce(max(1, files)).write.mode("errorifexists").parquet(folder.resolve().as_uri())
-    for extra in folder.iterdir():  # keep only the data files the manifest lists
-        if extra.suffix != ".parquet":
-            extra.unlink()
+def _write_parquet(df: DataFrame, folder: Location, files: int) -> None:
+    df.coalesce(max(1, files)).write.mode("errorifexists").parquet(spark_uri(folder))
+    for extra in storage.list_dir(folder):  # keep only the data files the manifest lists
+        if not extra.name.endswith(".parquet"):
+            (storage.delete_dir if extra.is_dir else storage.delete_file)(folder / extra.name)
 
 
-def _remove_folder(folder: Path) -> None:
+def _remove_folder(folder: Location) -> None:
     """Remove a folder this publish wrote, manifest first (so it never reads as complete while half removed)."""
-    (folder / snapshot.MANIFEST_NAME).unlink(missing_ok=True)
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        storage.delete_file(folder / snapshot.MANIFEST_NAME)
+        storage.delete_dir(folder)
+    except OSError:
+        pass  # a leftover: flow.snapshot_retention removes it once it is a day old
 
 
 def _similar_items_of(spark: SparkSession, lake: Lake, where: str) -> DataFrame | None:

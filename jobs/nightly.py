@@ -49,7 +49,8 @@ def build_parser():
     add_als_args(parser)
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="recommendations per user")
     parser.add_argument("--model-version", default=None)
-    parser.add_argument("--snapshot-root", default=None, help="default: <lake>/snapshots")
+    parser.add_argument("--snapshot-root", default=None,
+                        help="folder or s3a:// URI of the snapshots (default: <lake>/snapshots)")
     parser.add_argument("--no-gates", dest="gates", action="store_false",
                         help="skip the data-quality gates (jobs.validate) between steps")
     return parser

@@ -28,7 +28,8 @@ from lake.registry import Lake
 def build_parser():
     parser = lake_parser(__doc__)
     parser.add_argument("--model-version", default=None, help="scored model version to publish (default: the latest trained)")
-    parser.add_argument("--snapshot-root", default=None, help="local folder of snapshots (default: <lake>/snapshots)")
+    parser.add_argument("--snapshot-root", default=None,
+                        help="folder or s3a:// URI of the snapshots (default: <lake>/snapshots)")
     parser.add_argument("--force", action="store_true",
                         help="build a new snapshot folder even if this version has an intact one")
     return parser

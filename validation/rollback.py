@@ -7,7 +7,8 @@ snapshot that passed. Each function returns one sentence saying what it did (Gat
 from __future__ import annotations
 
 from lake import tables
-from lake.registry import Lake, local_path
+from flow import snapshot_store
+from lake.registry import Lake
 from serving import snapshot
 from transforms import columns as C
 from validation.history import passed_snapshots
@@ -36,7 +37,7 @@ def restore_silver(spark, lake: Lake, run: dict) -> str:
 def restore_latest(spark, lake: Lake, snapshot_root: str | None, failed_version: str | None) -> str:
     """Point LATEST back at the newest snapshot that passed its gate (an intact folder of that model version), if
     LATEST names a folder of the failed model version."""
-    root = local_path(snapshot_root or lake.snapshots)
+    root = snapshot_store.snapshot_root(spark, lake, snapshot_root)
     try:
         current = snapshot.model_version_of(snapshot.latest_version_dir(root).name)
     except snapshot.SnapshotError:

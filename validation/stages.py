@@ -22,7 +22,8 @@ from flow.model_runs import latest_model_version, model_run, version_predicate
 from flow.runs import RUN_TABLES, run_states
 from lake import tables
 from lake.fs import list_input_files
-from lake.registry import Lake, local_path
+from flow import snapshot_store
+from lake.registry import Lake
 from serving import snapshot
 from transforms import columns as C
 from transforms import parse
@@ -272,7 +273,7 @@ def recommendation_checks(spark, lake: Lake, model_version: str | None, n: int |
 def snapshot_checks(spark, lake: Lake, snapshot_root: str | None, model_version: str | None) -> StageChecks:
     """A published snapshot (default: the one LATEST names; with ``model_version``, serving.snapshot.published_dir):
     its manifest verifies, then its tables' suites."""
-    root = local_path(snapshot_root or lake.snapshots)
+    root = snapshot_store.snapshot_root(spark, lake, snapshot_root)
     try:
         version_dir = (snapshot.published_dir(root, model_version) if model_version
                        else snapshot.latest_version_dir(root))
@@ -295,11 +296,11 @@ def snapshot_checks(spark, lake: Lake, snapshot_root: str | None, model_version:
     lists_dir, popular_dir = manifest.table_dir("user_recommendations"), manifest.table_dir("popular_items")
     targets = [
         Target(name="snapshot_user_recommendations", source=str(lists_dir),
-               frame=suites.snapshot_lists_frame(spark.read.parquet(lists_dir.resolve().as_uri())),
+               frame=suites.snapshot_lists_frame(spark.read.parquet(snapshot_store.spark_uri(lists_dir))),
                expectations=suites.snapshot_lists_suite(n=manifest.n,
                                                         rows=manifest.tables["user_recommendations"]["rows"])),
         Target(name="snapshot_popular_items", source=str(popular_dir),
-               frame=spark.read.parquet(popular_dir.resolve().as_uri()),
+               frame=spark.read.parquet(snapshot_store.spark_uri(popular_dir)),
                expectations=suites.popular_items_suite(rows=manifest.tables["popular_items"]["rows"])),
     ]
     return StageChecks(targets, [check, named], manifest.model_version)
