@@ -61,9 +61,9 @@ delta-jars: $(BATCH_STAMP)
 clean:
 	rm -rf $(DEMO_LAKE) spark-warehouse metastore_db derby.log .pytest_cache
 
-## Regenerate the SparkApplication manifests (deploy/k8s) and the compiled Kubeflow pipeline from their sources.
+## Regenerate the manifests (deploy/k8s, deploy/seldon) from deploy/values.yaml, and the compiled Kubeflow pipeline.
 manifests: $(BATCH_STAMP)
-	$(PY) -m deploy.spark_apps --out deploy/k8s
+	$(PY) -m deploy.manifests
 pipeline: $(BATCH_STAMP)
 	$(PY) -m deploy.kubeflow.pipeline --output deploy/kubeflow/nightly_pipeline.yaml
 

@@ -3,7 +3,11 @@
 The decision logic (`decide`) is a pure function of what the operator reports, so it is tested on the states the
 operator really produces, including the ones users trip over (PITFALLS, kubeflow/spark-operator#2302, #1191,
 #2237): FAILED before the driver pod exists, stuck in PENDING_RERUN or SUBMITTED, or no progress at all. Every
-non-COMPLETED end becomes a failed step within a bounded time, with the driver log attached.
+non-COMPLETED end becomes a failed step within a bounded time, with the driver log attached; an application it
+gives up on (stuck or timed out) is deleted, so it cannot run on after its step failed.
+
+The Kubernetes calls made here are the pipeline's RBAC (deploy/rbac.py PIPELINE_RULES): create, get and delete
+sparkapplications, get pods/log, get and patch seldondeployments, all in the deployment's namespace.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import time
 from dataclasses import dataclass
 
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
+SELDON_GROUP, SELDON_VERSION, SELDON_PLURAL = "machinelearning.seldon.io", "v1", "seldondeployments"
+MODEL_VERSION_PATH = "/spec/predictors/0/componentSpecs/0/metadata/annotations/recsys~1model-version"
 SUCCESS = {"COMPLETED"}
 FAILURE = {"FAILED", "SUBMISSION_FAILED", "INVALIDATING", "UNKNOWN"}
 # States an application may legitimately sit in for a while, with how long we tolerate it (seconds).
@@ -71,6 +77,9 @@ def run_spark_application(manifest: dict, *, timeout_s: float = 4 * 3600, poll_s
             return status
         if decision.action == "failed":
             driver_log = _driver_log(client, namespace, status)
+            if state not in FAILURE:  # given up on it (stuck or timed out): it must not run on after the step
+                api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                log(f"deleted SparkApplication {namespace}/{name}")
             raise SparkApplicationFailed(f"{namespace}/{name}: {decision.reason}. "
                                          f"{(status.get('applicationState') or {}).get('errorMessage', '')}\n"
                                          f"--- driver log (end) ---\n{driver_log}")
@@ -87,6 +96,14 @@ def _driver_log(client, namespace: str, status: dict, lines: int = 200) -> str:
         return f"(driver log of {pod} unavailable: {exc})"
 
 
+def roll_patch(model_version: str) -> list[dict]:
+    """The JSON patch (RFC 6902) that stamps the SeldonDeployment's first component with ``model_version``.
+
+    It applies to the shipped manifest (deploy/seldon_deployment.py puts the annotation there); "add" on an
+    existing member replaces its value, so the same patch works on every roll."""
+    return [{"op": "add", "path": MODEL_VERSION_PATH, "value": model_version}]
+
+
 def roll_seldon_deployment(name: str, namespace: str, model_version: str, *, timeout_s: float = 900,
                            poll_s: float = 10.0, log=print) -> None:
     """Stamp the SeldonDeployment's pod template with the model version (a rolling update) and wait until Available.
@@ -101,14 +118,13 @@ def roll_seldon_deployment(name: str, namespace: str, model_version: str, *, tim
     except config.ConfigException:
         config.load_kube_config()
     api = client.CustomObjectsApi()
-    patch = [{"op": "add", "path": "/spec/predictors/0/componentSpecs/0/metadata/annotations/recsys~1model-version",
-              "value": model_version}]
     api.api_client.set_default_header("Content-Type", "application/json-patch+json")
-    api.patch_namespaced_custom_object("machinelearning.seldon.io", "v1", namespace, "seldondeployments", name, patch)
+    api.patch_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, namespace, SELDON_PLURAL, name,
+                                       roll_patch(model_version))
     log(f"SeldonDeployment {namespace}/{name} annotated with model version {model_version}")
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        obj = api.get_namespaced_custom_object("machinelearning.seldon.io", "v1", namespace, "seldondeployments", name)
+        obj = api.get_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, namespace, SELDON_PLURAL, name)
         state = (obj.get("status") or {}).get("state", "")
         if state == "Available":
             log(f"SeldonDeployment {namespace}/{name} Available on {model_version}")

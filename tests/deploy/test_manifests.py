@@ -3,6 +3,7 @@ are accepted by each job's real parser; the compiled pipeline has the right para
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import jsonschema
@@ -10,19 +11,23 @@ import pyspark
 import pytest
 import yaml
 
-from deploy import spark_apps
+from deploy import manifests, spark_apps
 from deploy.kubeflow import launcher
 from crd_schemas import SCHEDULED_SPARK_APPLICATION, SPARK_APPLICATION
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
+DEPLOY = REPO / "deploy"
 
 
 def test_checked_in_manifests_are_what_the_generator_writes(tmp_path):
-    written = spark_apps.render_all(tmp_path)
-    assert sorted(p.name for p in written) == sorted(p.name for p in K8S.glob("*.yaml") if not p.name.startswith("seldon"))
+    written = manifests.render_all(tmp_path)
+    relative = sorted(str(p.relative_to(tmp_path)) for p in written)
+    checked_in = sorted(str(p.relative_to(DEPLOY)) for d in ("k8s", "seldon") for p in (DEPLOY / d).glob("*.yaml"))
+    assert relative == checked_in
     for path in written:
-        assert (K8S / path.name).read_text() == path.read_text(), f"{path.name} is stale: run `make manifests`"
+        name = path.relative_to(tmp_path)
+        assert (DEPLOY / name).read_text() == path.read_text(), f"{name} is stale: run `make manifests`"
 
 
 @pytest.mark.parametrize("path", sorted(K8S.glob("sparkapp-*.yaml")), ids=lambda p: p.name)
@@ -33,6 +38,9 @@ def test_spark_applications_match_the_crd_schema(path):
     assert spec["restartPolicy"]["type"] == "OnFailure" and spec["restartPolicy"]["onFailureRetries"] >= 1
     assert spec["timeToLiveSeconds"] > 0
     assert "deps" not in spec  # every jar is in the image (the operator ignores deps.packages)
+    for role, container in (("driver", "spark-kubernetes-driver"), ("executor", "spark-kubernetes-executor")):
+        # the operator names the template's container so; Spark takes the one of that name as its own
+        assert [c["name"] for c in spec[role]["template"]["spec"]["containers"]] == [container]
 
 
 def test_scheduled_nightly_matches_the_crd_schema():
@@ -46,6 +54,33 @@ def test_a_misspelt_field_is_caught_by_the_schema():
     doc["spec"]["restartpolicy"] = doc["spec"].pop("restartPolicy")
     with pytest.raises(jsonschema.ValidationError, match="restartpolicy"):
         jsonschema.validate(doc, SPARK_APPLICATION)
+
+
+def test_wait_app_completion_is_never_forced_to_true():
+    texts = [p.read_text() for p in K8S.glob("*.yaml")]
+    texts.append((DEPLOY / "kubeflow" / "nightly_pipeline.yaml").read_text())
+    texts += [p.read_text() for p in DEPLOY.rglob("*.py")]
+    for text in texts:  # the operator submits with it false; nothing here turns it on
+        assert not re.search(r"waitAppCompletion['\"]?\s*[:=,]\s*['\"]?true", text, re.I)
+    for step in spark_apps.STEPS + (spark_apps.NIGHTLY,):
+        conf = spark_apps.spark_application_spec(step, {})["sparkConf"]
+        assert conf.get("spark.kubernetes.submission.waitAppCompletion", "false") != "true"
+
+
+def test_every_image_of_a_rendered_application_is_the_one_asked_for():
+    image = "registry.test/recsys-batch:9.9.9-spark" + spark_apps.SPARK_VERSION
+    for step in spark_apps.STEPS:
+        doc = spark_apps.spark_application(step, {}, run_id="x", image=image)
+        assert _images(doc) == {image}
+
+
+def _images(node) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["image"]} if isinstance(node.get("image"), str) else set()
+        return found.union(*(_images(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_images(v) for v in node))
+    return set()
 
 
 def test_image_and_spark_version_are_pinned_together():
@@ -123,6 +158,24 @@ def test_pipeline_compiles_with_parameters_and_step_order(tmp_path):
     for s in SPARK_STEPS:  # every Spark step gets the model version chosen up front
         mv = tasks[steps[s]]["inputs"]["parameters"]["model_version"]["taskOutputParameter"]
         assert mv["producerTask"] == "choose-model-version"
+
+
+def test_the_pipelines_image_parameter_reaches_every_component(tmp_path):
+    from deploy.kubeflow.pipeline import compile_pipeline
+
+    doc = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    tasks = doc["root"]["dag"]["tasks"]
+    executors = doc["deploymentSpec"]["executors"]
+    assert len(tasks) == 12
+    for name, task in tasks.items():
+        parameters = task["inputs"]["parameters"]
+        channel = next(k for k, v in parameters.items() if v == {"componentInputParameter": "image"} and
+                       k.startswith("pipelinechannel--"))
+        executor = doc["components"][task["componentRef"]["name"]]["executorLabel"]
+        # the task's container runs the image parameter, not the compile-time base image
+        assert executors[executor]["container"]["image"] == f"{{{{$.inputs.parameters['{channel}']}}}}", name
+        if "step" in parameters:  # and every SparkApplication it creates is rendered with the same parameter
+            assert parameters["image"] == {"componentInputParameter": "image"}, name
 
 
 def test_checked_in_pipeline_is_up_to_date(tmp_path):

@@ -19,6 +19,7 @@ import pytest
 import requests
 import yaml
 
+from deploy import settings
 from serving import serve
 from serving.openapi import HEALTH_STATUS_PATHS, PREDICTION_PATHS
 from serving.serve import REPO_ROOT, RunningService, free_port, serving_venv, stop_service, wait_until_ready
@@ -80,7 +81,9 @@ def test_manifest_parameters_are_service_parameters(manifest):
     mounts = {m["mountPath"] for m in manifest["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]
               ["volumeMounts"]}
     values = {p["name"]: p["value"] for p in parameters}
-    assert values["snapshot_root"] in mounts and values["cache_dir"] in mounts
+    # snapshots are read from object storage (no volume shared with the batch side) into the pod-local cache
+    assert values["snapshot_root"] == settings.load().storage.snapshots and "://" in values["snapshot_root"]
+    assert values["cache_dir"] in mounts
 
 
 def test_image_settings_match_serve_defaults(container):
@@ -89,7 +92,7 @@ def test_image_settings_match_serve_defaults(container):
     assert (int(env["GUNICORN_WORKERS"]), int(env["GUNICORN_THREADS"])) == (serve.DEFAULT_WORKERS, serve.DEFAULT_THREADS)
     for name, value in serve.SERVICE_ENV.items():
         assert env[name] == value
-    container_env = {e["name"]: e["value"] for e in container["env"]}
+    container_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     for name in ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GRPC_WORKERS", "GRPC_THREADS"):
         assert container_env[name] == env[name]
     text = DOCKERFILE.read_text()
@@ -109,7 +112,7 @@ def test_service_runs_as_the_container_runs_it(tmp_path, manifest, container, sn
     parameters = [{**p, "value": local_paths.get(p["name"], p["value"])} for p in parameters]
     parameters = [p if p["name"] != "poll_seconds" else {**p, "value": "0.3"} for p in parameters]
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    env = {**os.environ, **dockerfile_env(), **{e["name"]: e["value"] for e in container["env"]}}
+    env = {**os.environ, **dockerfile_env(), **{e["name"]: e["value"] for e in container["env"] if "value" in e}}
     env.update({  # what the Seldon operator sets, and the image's PYTHONPATH pointing at this checkout
         "PREDICTIVE_UNIT_PARAMETERS": json.dumps(parameters),
         "PREDICTIVE_UNIT_HTTP_SERVICE_PORT": str(http_port),
