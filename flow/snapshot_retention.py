@@ -1,6 +1,7 @@
 """Which folders of a snapshot root to keep, and removing the others (called by flow.publish and flow.maintain).
 
     result = clean_snapshots(Path("./lake/snapshots"))   # result.removed: the names removed
+    result = clean_snapshots("s3a://bucket/snapshots", s3=options)   # or on S3 (serving.storage.S3Options)
 
 The rule, over the entries of one snapshot root (layout: serving/snapshot.py):
 
@@ -17,18 +18,18 @@ The rule, over the entries of one snapshot root (layout: serving/snapshot.py):
   them may be the only good copy.
 
 A version folder is removed manifest first, so a folder half removed reads as incomplete, never as a snapshot.
-File operations are the three small functions at the end (list, read LATEST, remove).
+Entries are listed and removed through serving.storage: on S3 a "folder" is a key prefix, and its age is that
+of the newest object under it (a prefix has no time of its own); a local folder's is its own modification time,
+and local symbolic links are never followed (one to a folder is left alone).
 """
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from serving import snapshot
+from serving import snapshot, storage
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,13 @@ class Cleanup:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def clean_snapshots(root: str | os.PathLike, *, min_age_hours: float = MIN_AGE_HOURS,
-                    keep_previous: int = KEEP_PREVIOUS, now: float | None = None) -> Cleanup:
-    """Remove what the module's rule says may go from ``root``; an entry that cannot be removed is reported in
-    Cleanup.failed and logged, never raised (the next run tries again)."""
-    root = Path(root)
+def clean_snapshots(root: str | os.PathLike | storage.Location, *, min_age_hours: float = MIN_AGE_HOURS,
+                    keep_previous: int = KEEP_PREVIOUS, now: float | None = None,
+                    s3: storage.S3Options | None = None) -> Cleanup:
+    """Remove what the module's rule says may go from ``root`` (a local folder, or an S3 URI or Location:
+    serving.storage; ``s3`` for an S3 URI); an entry that cannot be removed is reported in Cleanup.failed and
+    logged, never raised (the next run tries again)."""
+    root = storage.resolve(root, s3)
     result = Cleanup()
     entries = _entries(root, time.time() if now is None else now)
     if not entries:
@@ -101,7 +104,7 @@ def _removable(entry: Entry, complete: dict[str, str], served: bool) -> bool:
     return not name.startswith(".") and snapshot.VERSION_SEPARATOR in name  # a publish that never wrote its manifest
 
 
-def _created_at(version_dir: Path) -> str | None:
+def _created_at(version_dir: storage.Location) -> str | None:
     """The manifest's created_at (None: no readable manifest, the folder is incomplete)."""
     try:
         return snapshot.read_manifest(version_dir).created_at
@@ -109,25 +112,26 @@ def _created_at(version_dir: Path) -> str | None:
         return None
 
 
-def _entries(root: Path, now: float) -> list[Entry]:
-    try:
-        with os.scandir(root) as found:
-            return [Entry(e.name, e.is_dir(follow_symlinks=False),
-                          (now - e.stat(follow_symlinks=False).st_mtime) / 3600) for e in found]
-    except FileNotFoundError:
-        return []
+def _entries(root: storage.Location, now: float) -> list[Entry]:
+    """The root's entries; a symbolic link counts as a file (so one to a folder is never removed as a folder)."""
+    entries = []
+    for found in storage.list_dir(root):
+        mtime = found.mtime if found.mtime is not None else storage.newest_mtime(root / found.name)
+        age_hours = (now - mtime) / 3600 if mtime is not None else float("inf")  # an empty prefix: nothing there
+        entries.append(Entry(found.name, found.is_dir and not found.is_link, age_hours))
+    return entries
 
 
-def _latest_name(root: Path) -> str | None:
+def _latest_name(root: storage.Location) -> str | None:
     try:
         return snapshot.latest_version_dir(root).name
     except snapshot.SnapshotError:
         return None
 
 
-def _remove(path: Path, is_dir: bool) -> None:
+def _remove(location: storage.Location, is_dir: bool) -> None:
     if not is_dir:
-        path.unlink(missing_ok=True)
+        storage.delete_file(location)
         return
-    (path / snapshot.MANIFEST_NAME).unlink(missing_ok=True)
-    shutil.rmtree(path)
+    storage.delete_file(location / snapshot.MANIFEST_NAME)
+    storage.delete_dir(location)

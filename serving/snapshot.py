@@ -1,6 +1,7 @@
 """The serving snapshot: the one contract between the batch side (jobs.publish) and the lookup service.
 
-Layout under a snapshot root (a folder, in production a mounted volume)::
+Layout under a snapshot root (a local folder, or a prefix in an S3 bucket: ``s3://`` or ``s3a://``, see
+serving.storage)::
 
     <root>/
       LATEST                         text file naming the current version folder; replaced atomically, last
@@ -19,12 +20,17 @@ A version folder is complete when its manifest.json exists (written last); LATES
 was complete and verified when LATEST was written. Folders named ``<model_version>`` alone (the layout before
 one folder per publish) are read the same way; ``model_version_of`` maps a folder name to its model version.
 
+Every function taking a root or folder accepts a Path, a local path or URI string, or a storage.Location, plus
+``s3=`` (storage.S3Options; default: from the AWS environment variables) for S3 URIs. Folders come back as a Path
+under a local root and as a storage.Location on S3 (both have ``.name``, ``/ "child"`` and ``str()``). Locally
+LATEST and manifest.json are written to a temporary file and moved into place; on S3 each is one PUT, which S3
+makes visible whole. Checksums are computed in chunks, never on a whole file in memory.
+
 Only numpy-free standard library + pyarrow here, so both environments can import it.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import uuid
@@ -34,7 +40,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving import ids
+from serving import ids, storage
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -56,49 +62,63 @@ ID_COLUMNS = {"user_recommendations": ("user_id", "item_ids"), "popular_items": 
               "similar_items": ("item_id", "item_ids")}
 
 
+# a version folder as the functions below return it: a Path under a local root, a storage.Location on S3
+Folder = Path | storage.Location
+# a root or folder as they accept it: a Path, a local path or file:// / s3:// / s3a:// URI, or a storage.Location
+Where = str | os.PathLike | storage.Location
+
+
 class SnapshotError(Exception):
     """A snapshot that must not be served; the message says what is wrong and where."""
 
 
 @dataclass(frozen=True)
 class Manifest:
-    path: Path
+    path: Folder
     model_version: str
     created_at: str
     n: int
     tables: dict
 
-    def table_dir(self, name: str) -> Path:
+    def table_dir(self, name: str) -> Folder:
         return self.path / name
 
-    def table_files(self, name: str) -> list[Path]:
+    def table_files(self, name: str) -> list[Folder]:
         return [self.path / name / f for f in sorted(self.tables[name]["files"])]
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def _folder(location: storage.Location) -> Folder:
+    return location.local if location.is_local else location
 
 
-def _table_entry(table_dir: Path) -> dict:
-    files = sorted(p for p in table_dir.iterdir() if p.suffix == ".parquet")
-    if not files:
+def sha256_of(path: Where, *, s3: storage.S3Options | None = None) -> str:
+    """The file's sha256 (hex), streamed (never held in memory whole)."""
+    return storage.sha256(storage.resolve(path, s3))
+
+
+def _num_rows(file: storage.Location) -> int:
+    with storage.open_input_file(file) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+def _table_entry(table_dir: storage.Location) -> dict:
+    names = sorted(e.name for e in storage.list_dir(table_dir) if not e.is_dir and e.name.endswith(".parquet"))
+    if not names:
         raise SnapshotError(f"table folder {table_dir} holds no .parquet file")
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-    return {"rows": rows, "files": {p.name: sha256_of(p) for p in files}}
+    rows = sum(_num_rows(table_dir / name) for name in names)
+    return {"rows": rows, "files": {name: storage.sha256(table_dir / name) for name in names}}
 
 
-def write_manifest(version_dir: str | os.PathLike, *, model_version: str, n: int) -> Manifest:
-    """Checksum every table folder present in ``version_dir`` and write manifest.json (last, atomically)."""
-    version_dir = Path(version_dir)
+def write_manifest(version_dir: Where, *, model_version: str, n: int,
+                   s3: storage.S3Options | None = None) -> Manifest:
+    """Checksum every table folder present in ``version_dir`` and write manifest.json, last and atomically (a
+    temporary file moved into place locally, one PUT on S3)."""
+    folder = storage.resolve(version_dir, s3)
     known = {**REQUIRED_TABLES, **OPTIONAL_TABLES}
-    tables = {name: _table_entry(version_dir / name) for name in known if (version_dir / name).is_dir()}
+    tables = {name: _table_entry(folder / name) for name in known if storage.is_dir(folder / name)}
     missing = sorted(set(REQUIRED_TABLES) - set(tables))
     if missing:
-        raise SnapshotError(f"cannot write manifest in {version_dir}: missing tables {missing}")
+        raise SnapshotError(f"cannot write manifest in {folder}: missing tables {missing}")
     doc = {
         "format_version": FORMAT_VERSION,
         "model_version": model_version,
@@ -106,31 +126,41 @@ def write_manifest(version_dir: str | os.PathLike, *, model_version: str, n: int
         "n": int(n),
         "tables": tables,
     }
-    tmp = version_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    os.replace(tmp, version_dir / MANIFEST_NAME)
-    return read_manifest(version_dir)
+    storage.write_atomic(folder / MANIFEST_NAME, json.dumps(doc, indent=2, sort_keys=True).encode())
+    return read_manifest(folder)
 
 
-def read_manifest(version_dir: str | os.PathLike) -> Manifest:
-    version_dir = Path(version_dir)
-    path = version_dir / MANIFEST_NAME
+def manifest_bytes(version_dir: Where, *, s3: storage.S3Options | None = None) -> bytes:
+    """The folder's manifest.json as stored; SnapshotError when there is none (the snapshot is incomplete)."""
+    folder = storage.resolve(version_dir, s3)
     try:
-        doc = json.loads(path.read_text())
+        return storage.read_bytes(folder / MANIFEST_NAME)
     except FileNotFoundError:
-        raise SnapshotError(f"no {MANIFEST_NAME} in {version_dir}: the snapshot is incomplete") from None
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(f"{path} is not valid JSON: {exc}") from None
+        raise SnapshotError(f"no {MANIFEST_NAME} in {folder}: the snapshot is incomplete") from None
+
+
+def read_manifest(version_dir: Where, *, s3: storage.S3Options | None = None) -> Manifest:
+    folder = storage.resolve(version_dir, s3)
+    return _parse_manifest(manifest_bytes(folder), folder)
+
+
+def _parse_manifest(data: bytes, folder: storage.Location) -> Manifest:
+    where = folder / MANIFEST_NAME
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise SnapshotError(f"{where} is not valid JSON: {exc}") from None
     for key in ("format_version", "model_version", "created_at", "n", "tables"):
         if key not in doc:
-            raise SnapshotError(f"{path} lacks the key {key!r} (has {sorted(doc)})")
+            raise SnapshotError(f"{where} lacks the key {key!r} (has {sorted(doc)})")
     if doc["format_version"] != FORMAT_VERSION:
-        raise SnapshotError(f"{path}: format_version {doc['format_version']} is not supported (expected {FORMAT_VERSION})")
-    return Manifest(version_dir, str(doc["model_version"]), str(doc["created_at"]), int(doc["n"]), doc["tables"])
+        raise SnapshotError(f"{where}: format_version {doc['format_version']} is not supported (expected {FORMAT_VERSION})")
+    return Manifest(_folder(folder), str(doc["model_version"]), str(doc["created_at"]), int(doc["n"]), doc["tables"])
 
 
-def list_leaf_path(path: Path, column: str) -> str:
-    """The parquet path of a list column's elements ("item_ids.list.element" from Spark and pyarrow)."""
+def list_leaf_path(path, column: str) -> str:
+    """The parquet path of a list column's elements ("item_ids.list.element" from Spark and pyarrow); ``path``
+    is anything pyarrow.parquet.ParquetFile opens (a local path, an open file)."""
     schema = pq.ParquetFile(path).schema
     for i in range(len(schema)):
         leaf = schema.column(i).path
@@ -148,52 +178,91 @@ def check_ids(values: pa.Array | pa.ChunkedArray, where, column: str) -> None:
                             f"(serving.ids) does not allow")
 
 
-def _check_file_ids(path: Path, name: str) -> None:
-    """check_ids on every id column of one table file; list columns are read dictionary-encoded, so each distinct
-    id is checked once."""
+def _check_file_ids(handle, where: storage.Location, name: str) -> None:
+    """check_ids on every id column of one open table file; list columns are read dictionary-encoded, so each
+    distinct id is checked once."""
     columns = ID_COLUMNS[name]
     lists = [c for c in columns if c == "item_ids"]
-    table = pq.read_table(path, columns=list(columns), read_dictionary=[list_leaf_path(path, c) for c in lists])
+    leaves = [list_leaf_path(handle, c) for c in lists]
+    table = pq.ParquetFile(handle, read_dictionary=leaves).read(columns=list(columns))
     for column in columns:
         values = table.column(column)
         if column in lists:
             values = pa.chunked_array([chunk.flatten().dictionary.cast(pa.string()) for chunk in values.chunks],
                                       pa.string())
-        check_ids(values, path, column)
+        check_ids(values, where, column)
 
 
-def verify_snapshot(version_dir: str | os.PathLike, *, check_id_columns: bool = True) -> Manifest:
-    """Check manifest, file checksums, row counts, schemas and (``check_id_columns``) that every user and item id
-    keeps the id contract (serving.ids). Raises SnapshotError naming the first problem.
+def _verify_file(file: storage.Location, expected_sha256: str, name: str, check_id_columns: bool) -> int:
+    """Check one table file (present, checksum, schema, ids); returns its row count."""
+    if not storage.is_file(file):
+        raise SnapshotError(f"{file} is listed in the manifest but missing")
+    actual = storage.sha256(file)
+    if actual != expected_sha256:
+        raise SnapshotError(f"{file}: checksum {actual[:12]}... does not match the manifest's {expected_sha256[:12]}...")
+    with storage.open_input_file(file) as handle:
+        meta = pq.ParquetFile(handle)
+        schema = meta.schema_arrow
+        for col, typ in {**REQUIRED_TABLES, **OPTIONAL_TABLES}[name].items():
+            if col not in schema.names:
+                raise SnapshotError(f"{file}: column {col!r} missing (has {schema.names})")
+            if str(schema.field(col).type) != typ:
+                raise SnapshotError(f"{file}: column {col!r} is {schema.field(col).type}, expected {typ}")
+        if check_id_columns:
+            _check_file_ids(handle, file, name)
+        return meta.metadata.num_rows
+
+
+def verify_snapshot(version_dir: Where, *, check_id_columns: bool = True,
+                    s3: storage.S3Options | None = None) -> Manifest:
+    """Check manifest, file checksums (streamed), row counts, schemas and (``check_id_columns``) that every user
+    and item id keeps the id contract (serving.ids). Raises SnapshotError naming the first problem.
 
     The service's loader passes ``check_id_columns=False`` and checks the ids in the arrays it builds instead."""
-    manifest = read_manifest(version_dir)
-    for name, columns in {**REQUIRED_TABLES, **OPTIONAL_TABLES}.items():
+    folder = storage.resolve(version_dir, s3)
+    manifest = _parse_manifest(manifest_bytes(folder), folder)
+    for name in {**REQUIRED_TABLES, **OPTIONAL_TABLES}:
         if name not in manifest.tables:
             if name in REQUIRED_TABLES:
-                raise SnapshotError(f"{manifest.path}: manifest lists no table {name!r}")
+                raise SnapshotError(f"{folder}: manifest lists no table {name!r}")
             continue
         entry = manifest.tables[name]
-        rows = 0
-        for path in manifest.table_files(name):
-            if not path.is_file():
-                raise SnapshotError(f"{path} is listed in the manifest but missing")
-            actual = sha256_of(path)
-            if actual != entry["files"][path.name]:
-                raise SnapshotError(f"{path}: checksum {actual[:12]}... does not match the manifest's {entry['files'][path.name][:12]}...")
-            meta = pq.ParquetFile(path)
-            rows += meta.metadata.num_rows
-            schema = meta.schema_arrow
-            for col, typ in columns.items():
-                if col not in schema.names:
-                    raise SnapshotError(f"{path}: column {col!r} missing (has {schema.names})")
-                if str(schema.field(col).type) != typ:
-                    raise SnapshotError(f"{path}: column {col!r} is {schema.field(col).type}, expected {typ}")
-            if check_id_columns:
-                _check_file_ids(path, name)
+        rows = sum(_verify_file(file, entry["files"][file.name], name, check_id_columns)
+                   for file in _table_files(folder, manifest, name))
         if rows != entry["rows"]:
-            raise SnapshotError(f"{manifest.path / name}: {rows} rows, manifest says {entry['rows']}")
+            raise SnapshotError(f"{folder / name}: {rows} rows, manifest says {entry['rows']}")
     return manifest
+
+
+def _table_files(folder: storage.Location, manifest: Manifest, name: str) -> list[storage.Location]:
+    """The files the manifest lists for table ``name``, as locations under ``folder``."""
+    try:
+        return [folder / name / file for file in sorted(manifest.tables[name]["files"])]
+    except ValueError as exc:  # a listed name that is not a plain file name ("../x")
+        raise SnapshotError(f"{folder / MANIFEST_NAME} lists a bad file name in {name}: {exc}") from None
+
+
+def download_version(version_dir: Where, target: str | os.PathLike, *, data: bytes | None = None,
+                     s3: storage.S3Options | None = None) -> Path:
+    """Copy the tables of a version folder (on S3, or anywhere) into the new local folder ``target``, checking
+    each file against the manifest's checksum as it is copied, then write the manifest there (last). ``data``:
+    the manifest as the caller already read it (the copy is checked against it and keeps it), else it is read
+    here. A listed file that is missing or differs is a SnapshotError naming it in the store; errors of the store
+    itself (network, permissions) are OSErrors. Returns ``target``, a folder verify_snapshot and
+    serving.lookup read like any local one."""
+    folder, target = storage.resolve(version_dir, s3), Path(target)
+    data = manifest_bytes(folder) if data is None else data
+    manifest = _parse_manifest(data, folder)
+    for name in (n for n in {**REQUIRED_TABLES, **OPTIONAL_TABLES} if n in manifest.tables):
+        for file in _table_files(folder, manifest, name):
+            if not storage.is_file(file):
+                raise SnapshotError(f"{file} is listed in the manifest but missing")
+            expected = manifest.tables[name]["files"][file.name]
+            actual = storage.download(file, target / name / file.name)
+            if actual != expected:
+                raise SnapshotError(f"{file}: checksum {actual[:12]}... does not match the manifest's {expected[:12]}...")
+    (target / MANIFEST_NAME).write_bytes(data)
+    return target
 
 
 def new_version_name(model_version: str, now: _dt.datetime | None = None) -> str:
@@ -210,35 +279,37 @@ def model_version_of(folder_name: str) -> str:
     return folder_name.split(VERSION_SEPARATOR, 1)[0]
 
 
-def version_dirs(root: str | os.PathLike, model_version: str) -> list[Path]:
-    """The folders of ``model_version`` under ``root`` (complete or not), newest publish first; a folder of the
-    older layout (named ``model_version``) comes last."""
-    root = Path(root)
-    try:
-        names = [p.name for p in root.iterdir() if p.is_dir()]
-    except FileNotFoundError:
-        return []
+def _version_locations(root: storage.Location, model_version: str) -> list[storage.Location]:
+    names = [e.name for e in storage.list_dir(root) if e.is_dir]
     ours = [n for n in names if not n.startswith(".") and model_version_of(n) == model_version]
     return [root / n for n in sorted(ours, key=lambda n: (VERSION_SEPARATOR in n, n), reverse=True)]
 
 
-def published_dir(root: str | os.PathLike, model_version: str) -> Path:
+def version_dirs(root: Where, model_version: str, *, s3: storage.S3Options | None = None) -> list[Folder]:
+    """The folders of ``model_version`` under ``root`` (complete or not), newest publish first; a folder of the
+    older layout (named ``model_version``) comes last."""
+    return [_folder(f) for f in _version_locations(storage.resolve(root, s3), model_version)]
+
+
+def published_dir(root: Where, model_version: str, *, s3: storage.S3Options | None = None) -> Folder:
     """The folder of ``model_version`` a reader should mean: the one LATEST names when it is of that version, else
     the newest one with a manifest, else the newest one (incomplete); SnapshotError when there is none."""
-    folders = version_dirs(root, model_version)
+    root = storage.resolve(root, s3)
+    folders = _version_locations(root, model_version)
     if not folders:
         raise SnapshotError(f"no snapshot of model version {model_version!r} under {root}")
     current = _latest_or_none(root)
     if current in folders:
-        return current
-    return next((f for f in folders if (f / MANIFEST_NAME).is_file()), folders[0])
+        return _folder(current)
+    return _folder(next((f for f in folders if storage.is_file(f / MANIFEST_NAME)), folders[0]))
 
 
-def intact_version(root: str | os.PathLike, model_version: str) -> Manifest | None:
+def intact_version(root: Where, model_version: str, *, s3: storage.S3Options | None = None) -> Manifest | None:
     """The manifest of a folder of ``model_version`` that verifies (the one LATEST names first, then the newest),
     or None; broken or incomplete folders are passed over."""
+    root = storage.resolve(root, s3)
     current = _latest_or_none(root)
-    for folder in sorted(version_dirs(root, model_version), key=lambda f: f != current):  # stable sort
+    for folder in sorted(_version_locations(root, model_version), key=lambda f: f != current):  # stable sort
         try:
             return verify_snapshot(folder)
         except SnapshotError:
@@ -246,33 +317,32 @@ def intact_version(root: str | os.PathLike, model_version: str) -> Manifest | No
     return None
 
 
-def _latest_or_none(root: str | os.PathLike) -> Path | None:
+def _latest_or_none(root: storage.Location) -> storage.Location | None:
     try:
-        return latest_version_dir(root)
+        return _latest_location(root)
     except SnapshotError:
         return None
 
 
-def set_latest(root: str | os.PathLike, version: str) -> None:
-    """Point LATEST at the folder ``version`` (a folder name under ``root``): the new name is written to a temporary
-    file of its own, then moved over LATEST (os.replace), so a reader sees the old or the new name, never half;
-    concurrent writers never share a temporary file. Raises SnapshotError if the folder has no manifest."""
-    root = Path(root)
-    if not (root / version / MANIFEST_NAME).is_file():
+def set_latest(root: Where, version: str, *, s3: storage.S3Options | None = None) -> None:
+    """Point LATEST at the folder ``version`` (a folder name under ``root``), so a reader sees the old or the new
+    name, never half: locally the name is written to a temporary file of its own (``.LATEST.<hex>.tmp``, never
+    shared by concurrent writers) moved over LATEST with os.replace; on S3 LATEST is one PUT of a small object.
+    Raises SnapshotError if the folder has no manifest (call it after the folder's manifest is written)."""
+    root = storage.resolve(root, s3)
+    if not storage.is_file(root / version / MANIFEST_NAME):
         raise SnapshotError(f"refusing to point LATEST at {root / version}: it has no {MANIFEST_NAME}")
-    tmp = root / f".{LATEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(version + "\n")
-        os.replace(tmp, root / LATEST_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    storage.write_atomic(root / LATEST_NAME, (version + "\n").encode())
 
 
-def latest_version_dir(root: str | os.PathLike) -> Path:
+def latest_version_dir(root: Where, *, s3: storage.S3Options | None = None) -> Folder:
     """The folder LATEST names; SnapshotError when there is no LATEST or it holds no valid folder name."""
-    root = Path(root)
+    return _folder(_latest_location(storage.resolve(root, s3)))
+
+
+def _latest_location(root: storage.Location) -> storage.Location:
     try:
-        version = (root / LATEST_NAME).read_text().strip()
+        version = storage.read_bytes(root / LATEST_NAME).decode("utf-8", errors="replace").strip()
     except FileNotFoundError:
         raise SnapshotError(f"no {LATEST_NAME} file in {root}: nothing has been published there yet") from None
     if not version or "/" in version or version in (".", ".."):

@@ -175,26 +175,27 @@ def _local(root: str | os.PathLike) -> Location:
 
 @dataclass(frozen=True)
 class Entry:
-    """One entry of a folder: name, whether it is a folder, its modification time (epoch seconds; None for a key
-    prefix, which has none of its own)."""
+    """One entry of a folder: its name, whether it is a folder (locally: or a symbolic link to one), whether it
+    is a local symbolic link, and its own modification time (epoch seconds; not following a link; None for an S3
+    key prefix, which has none)."""
 
     name: str
     is_dir: bool
+    is_link: bool
     mtime: float | None
 
 
 def list_dir(folder: Location) -> list[Entry]:
-    """The folder's entries, not recursive; [] when it does not exist. Local symbolic links are listed as what
-    they are (never as folders), as os.scandir without following them."""
+    """The folder's entries, not recursive; [] when it does not exist."""
     if folder.is_local:
         try:
             with os.scandir(folder.local) as found:
-                return [Entry(e.name, e.is_dir(follow_symlinks=False), e.stat(follow_symlinks=False).st_mtime)
+                return [Entry(e.name, e.is_dir(), e.is_symlink(), e.stat(follow_symlinks=False).st_mtime)
                         for e in found]
         except FileNotFoundError:
             return []
     infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, allow_not_found=True))
-    return [Entry(i.base_name, i.type == pafs.FileType.Directory,
+    return [Entry(i.base_name, i.type == pafs.FileType.Directory, False,
                   i.mtime.timestamp() if i.mtime is not None else None) for i in infos]
 
 

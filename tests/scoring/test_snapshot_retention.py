@@ -110,7 +110,7 @@ def test_a_folder_is_removed_manifest_first(root, monkeypatch):
     def dies(path, *args, **kwargs):
         raise PermissionError(f"cannot remove {path}")
 
-    monkeypatch.setattr("flow.snapshot_retention.shutil.rmtree", dies)
+    monkeypatch.setattr("serving.storage.shutil.rmtree", dies)
     result = clean_snapshots(root)
     assert result.removed == [] and list(result.failed) == [old]
     assert not (root / old / snapshot.MANIFEST_NAME).exists() and (root / old / "popular_items").is_dir()
