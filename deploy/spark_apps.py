@@ -116,8 +116,15 @@ def app_name(step: str, run_id: str) -> str:
     return name
 
 
-def render_args(step: Step, values: dict[str, str]) -> list[str]:
-    merged = {**DEFAULT_VALUES, **{k: str(v) for k, v in values.items()}}
+def default_values(settings: Settings) -> dict[str, str]:
+    """DEFAULT_VALUES with the lake, input and snapshot locations of ``settings``."""
+    storage = settings.storage
+    return {**DEFAULT_VALUES, "lake": storage.lake, "input": storage.input, "snapshot_root": storage.snapshots}
+
+
+def render_args(step: Step, values: dict[str, str], settings: Settings | None = None) -> list[str]:
+    """The step's flags: ``values`` over the defaults (storage locations from ``settings``, default: the file's)."""
+    merged = {**default_values(settings or SETTINGS), **{k: str(v) for k, v in values.items()}}
     try:
         return [a.format(**merged) for a in step.args]
     except KeyError as exc:
@@ -181,7 +188,7 @@ def spark_application_spec(step: Step, values: dict[str, str], *, image: str | N
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "mainApplicationFile": f"local://{CODE_DIR}/jobs/{step.job}.py",
-        "arguments": render_args(step, values),
+        "arguments": render_args(step, values, settings),
         "sparkVersion": SPARK_VERSION,
         "sparkConf": spark_conf(settings),
         "restartPolicy": {
