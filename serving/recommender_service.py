@@ -49,6 +49,7 @@ from seldon_core.proto import prediction_pb2
 from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from serving import service_metrics as sm
+from serving import storage
 from serving.api import Limits, RequestError, answer, parse_json_data
 from serving.ids import MAX_ID_CHARS
 from serving.lookup import LoadedSnapshot
@@ -145,7 +146,8 @@ class RecommenderService:
     """Top-k for users, similar items for items, batches of either; see the module docstring.
 
     Parameters (SeldonDeployment ``parameters``, all optional except ``snapshot_root``):
-      snapshot_root          folder holding LATEST and the published snapshot versions
+      snapshot_root          folder, or s3:// / s3a:// URI (S3 options from the AWS_* variables, serving.storage),
+                             holding LATEST and the published snapshot versions
       cache_dir              pod-local folder for the memory-mapped arrays ("" = build in each process)
       poll_seconds           how often each process checks LATEST for a newer snapshot
       max_batch, max_exclude, max_id_chars, max_response_bytes, max_request_bytes   request limits (serving.api)
@@ -159,6 +161,8 @@ class RecommenderService:
         # Checked here, in Seldon's main process, so a bad parameter stops the service at start with this message
         # (an error in load() would only kill and respawn workers).
         self.snapshot_root = str(snapshot_root)
+        if not storage.is_local(self.snapshot_root):  # an unsupported scheme or S3 setting stops the service here
+            storage.S3Options.from_env()
         self.cache_dir = cache_dir or None
         self.poll_seconds = float(poll_seconds)
         if self.poll_seconds <= 0:

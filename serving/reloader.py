@@ -6,22 +6,28 @@ the reference the request threads read is replaced. A request reads that referen
 object, so it sees the old snapshot or the new one, never a mix, and none is dropped: the old arrays stay alive
 until the last request holding them finishes.
 
+The snapshot root is a local folder or an S3 URI (serving.storage; S3 options from the AWS environment
+variables unless given). An S3 snapshot is downloaded into the pod (serving.snapshot_cache) before it is built.
+
 A snapshot that fails its checks is refused: the current one stays, an ERROR log line names the snapshot and the
 reason, ``recommender_reloads_total{outcome="refused"}`` counts it, and it is not retried until LATEST or its
-manifest changes. A build that could not finish (killed, timed out) counts as ``outcome="failed"`` and is retried
-on the next poll.
+manifest changes. A build that could not finish (killed, timed out, the store unreadable) counts as
+``outcome="failed"`` and is retried on the next poll; so is a poll that cannot read LATEST or the manifest from
+the store (not counted: no load was tried).
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
 
 from serving import service_metrics as sm
-from serving.lookup import LoadedSnapshot, load_version
+from serving import storage
+from serving.lookup import LoadedSnapshot
 from serving.snapshot import SnapshotError, latest_version_dir
-from serving.snapshot_cache import BuildFailed, SnapshotKey, load_cached, snapshot_key
+from serving.snapshot_cache import BuildFailed, SnapshotKey, load_cached, load_uncached, snapshot_key
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +35,16 @@ logger = logging.getLogger(__name__)
 class SnapshotReloader:
     """The snapshot a process serves, and the thread that replaces it when a newer good one is published."""
 
-    def __init__(self, snapshot_root: str | Path, *, cache_root: str | Path | None, poll_seconds: float,
-                 metrics: sm.ServiceMetrics, on_swap=None):
+    def __init__(self, snapshot_root: str | os.PathLike | storage.Location, *, cache_root: str | Path | None,
+                 poll_seconds: float, metrics: sm.ServiceMetrics, on_swap=None, s3: storage.S3Options | None = None):
+        """``snapshot_root``: a local folder, an s3:// or s3a:// URI (``s3``: its options, default from the AWS
+        environment variables) or a storage.Location; an unsupported scheme raises UnsupportedScheme here. The
+        store is opened by the first poll, in the polling thread (after any fork)."""
         if poll_seconds <= 0:
             raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
-        self.snapshot_root = Path(snapshot_root)
+        self.snapshot_root = snapshot_root
+        self._s3 = s3 if s3 is not None or storage.is_local(snapshot_root) else storage.S3Options.from_env()
+        self._root: storage.Location | None = None
         self.cache_root = Path(cache_root) if cache_root else None
         self.poll_seconds = poll_seconds
         self.metrics = metrics
@@ -73,17 +84,26 @@ class SnapshotReloader:
     # -- one poll -----------------------------------------------------------------------------------------------
 
     def check_once(self) -> str:
-        """Poll LATEST once: "unchanged", "waiting" (nothing published), "loaded", "refused" or "failed"."""
+        """Poll LATEST once: "unchanged", "waiting" (nothing published), "loaded", "refused" or "failed" (the
+        store could not be read or the build not finish: tried again on the next poll)."""
         self._last_check = time.time()
         try:
-            version_dir = latest_version_dir(self.snapshot_root)
+            if self._root is None:
+                self._root = storage.resolve(self.snapshot_root, self._s3)
+            version_dir = latest_version_dir(self._root)
         except SnapshotError as exc:
             self._note_problem(f"waiting for a snapshot: {exc}")
             return "waiting"
+        except OSError as exc:
+            self._note_problem(f"cannot read LATEST: {type(exc).__name__}: {exc}")
+            return "failed"
         try:
             key = snapshot_key(version_dir)
         except SnapshotError as exc:
             return self._refuse(SnapshotKey(version_dir, "unreadable-manifest"), exc)
+        except OSError as exc:
+            self._note_problem(f"cannot read the manifest of {version_dir}: {type(exc).__name__}: {exc}")
+            return "failed"
         if key == self._current_key:
             self._problem = None  # e.g. LATEST pointed back at the served snapshot after a refused one
             return "unchanged"
@@ -96,7 +116,7 @@ class SnapshotReloader:
             if self.cache_root is not None:
                 snapshot = load_cached(key, self.cache_root)
             else:
-                snapshot = load_version(version_dir)
+                snapshot = load_uncached(key)
         except SnapshotError as exc:
             return self._refuse(key, exc)
         except (BuildFailed, OSError) as exc:  # not a verdict on the snapshot (e.g. cache_dir not writable): retry

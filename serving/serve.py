@@ -3,6 +3,7 @@
     python -m serving.serve --snapshot-root demo-lake/snapshots [--http-port 9000 --grpc-port 5000
         --metrics-port 6000 --workers 2 --threads 2 --grpc-workers 1 --grpc-threads 4
         --cache-dir /tmp/recommender-snapshot-cache --poll-seconds 10]
+    python -m serving.serve --snapshot-root s3://bucket/snapshots     # S3 settings from AWS_ENDPOINT_URL, ...
 
 seldon-core 1.19 runs three servers from one command: REST (gunicorn, ``--workers`` processes x ``--threads``
 threads), gRPC (``--grpc-workers`` processes x ``--grpc-threads`` threads; the gunicorn flags do not apply to it,
@@ -56,7 +57,10 @@ DEFAULT_THREADS = 2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serving.serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--snapshot-root", required=True, help="folder holding LATEST and the snapshot versions")
+    parser.add_argument("--snapshot-root", required=True,
+                        help="folder, file:// or s3:// / s3a:// URI holding LATEST and the snapshot versions (S3: "
+                             "endpoint, region and keys from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ...; "
+                             "without keys the default AWS credential chain, e.g. the pod's IAM role)")
     parser.add_argument("--http-port", type=int, default=9000)
     parser.add_argument("--grpc-port", type=int, default=5000)
     parser.add_argument("--metrics-port", type=int, default=6000)
@@ -85,9 +89,21 @@ def microservice_executable() -> Path:
     return Path(sys.executable).parent / "seldon-core-microservice"
 
 
+def local_root(snapshot_root: str) -> Path | None:
+    """The absolute local folder a --snapshot-root names (a path or file:// URI), None for an S3 URI; ValueError
+    (serving.storage.UnsupportedScheme) for a scheme the service cannot read."""
+    from serving import storage  # pyarrow: imported only when a command is built
+
+    location = storage.resolve(snapshot_root) if storage.is_local(snapshot_root) else None
+    return location.local.resolve() if location is not None else None
+
+
 def model_parameters(args: argparse.Namespace) -> list[dict]:
-    """The Seldon ``parameters`` list (what a SeldonDeployment's graph gives); unset options keep the defaults."""
-    parameters = [{"name": "snapshot_root", "value": str(Path(args.snapshot_root).resolve()), "type": "STRING"}]
+    """The Seldon ``parameters`` list (what a SeldonDeployment's graph gives); unset options keep the defaults. A
+    local snapshot root is passed as an absolute path, an S3 URI as given."""
+    local = local_root(args.snapshot_root)
+    root = str(local) if local is not None else args.snapshot_root
+    parameters = [{"name": "snapshot_root", "value": root, "type": "STRING"}]
     optional = [
         ("cache_dir", args.cache_dir, "STRING"),
         ("poll_seconds", args.poll_seconds, "FLOAT"),
@@ -127,11 +143,15 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        local = local_root(args.snapshot_root)
+    except ValueError as exc:
+        sys.exit(f"--snapshot-root: {exc}")
     command, env = build_command(args)
     if args.print_command:
         print(shlex.join(command))
         return
-    if not Path(args.snapshot_root).is_dir():
+    if local is not None and not local.is_dir():  # on S3, nothing published yet is a 503 until it is
         sys.exit(f"--snapshot-root {args.snapshot_root} is not a folder (run the pipeline's publish step first)")
     if not Path(command[0]).is_file():
         sys.exit(f"{command[0]} not found: run this with the serving venv's python (.venv-serving/bin/python)")
@@ -179,12 +199,14 @@ def start_service(
     threads: int = 2,
     grpc_workers: int = 1,
     grpc_threads: int = 2,
+    extra_env: dict[str, str] | None = None,
     **options,
 ) -> RunningService:
     """Start ``python -m serving.serve`` from the serving venv on free ports; output goes to ``log_path``.
 
     ``options`` are further serving.serve flags by their Python name, e.g. ``cache_dir=..., poll_seconds=0.2,
-    max_batch=10, metrics_flush_seconds=0, interface="bench.serving.FloorModel"``.
+    max_batch=10, metrics_flush_seconds=0, interface="bench.serving.FloorModel"``; ``extra_env`` is added to the
+    service's environment (e.g. the AWS_* variables of an S3 snapshot root).
     """
     python = serving_python()
     if not python.is_file():
@@ -207,7 +229,7 @@ def start_service(
     # gunicorn >= 25.1 opens a control socket under $XDG_RUNTIME_DIR (else ~/.gunicorn): one folder per service.
     run_dir = log_path.parent / f"run-{http_port}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(run_dir))
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(run_dir), **(extra_env or {}))
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

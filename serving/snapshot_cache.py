@@ -13,6 +13,12 @@ GIL or keeps its memory. The builder verifies the snapshot (manifest, checksums,
 consistency checks of serving.lookup) and writes either the arrays or a ``.refused`` note. Every process then
 memory-maps the arrays, so the pages are shared: the pod holds one copy per version, whatever the worker count.
 
+A snapshot on S3 (serving.storage) is first downloaded into ``<cache_root>/.download-<key>/``, every file checked
+against the manifest's checksum as it arrives, then built from there like a local one; the download folder is
+removed when the build ends. A local snapshot is read in place. A file that differs from its checksum (or is
+missing) refuses the snapshot; a store that cannot be read (network, permissions) fails the build, which the
+next poll tries again.
+
 The key includes the manifest's checksum, which covers every file's checksum: a re-published version with new
 content gets a new key. The cache root must be local to the pod (an emptyDir), never shared between pods.
 """
@@ -26,30 +32,35 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving import storage
 from serving.lookup import LoadedSnapshot, load_version, open_arrays, save_arrays
-from serving.snapshot import MANIFEST_NAME, SnapshotError
+from serving.snapshot import Folder, SnapshotError, Where, download_version, manifest_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIT_REFUSED = 3
 EXIT_CHANGED = 4
+EXIT_STORE_ERROR = 5
 KEEP_VERSIONS = 3
 BUILDER_NICE = 19
 
 
 class BuildFailed(RuntimeError):
-    """The builder could not finish (crashed, killed, timed out): not a verdict on the snapshot; try again later."""
+    """The builder could not finish (crashed, killed, timed out, the store unreadable, the snapshot re-published
+    while read): not a verdict on the snapshot; try again later."""
 
 
 @dataclass(frozen=True)
 class SnapshotKey:
-    """Which published snapshot: the version folder and the checksum of its manifest."""
+    """Which published snapshot: the version folder (a Path, or a storage.Location on S3) and the checksum of its
+    manifest."""
 
-    version_dir: Path
+    version_dir: Folder
     manifest_sha256: str
 
     @property
@@ -57,16 +68,34 @@ class SnapshotKey:
         return f"{self.version_dir.name}.{self.manifest_sha256[:16]}"
 
 
-def snapshot_key(version_dir: str | os.PathLike) -> SnapshotKey:
-    """Cheap (reads manifest.json only): what the service compares on every poll."""
-    version_dir = Path(version_dir)
-    try:
-        data = (version_dir / MANIFEST_NAME).read_bytes()
-    except FileNotFoundError:
-        raise SnapshotError(f"no {MANIFEST_NAME} in {version_dir}: the snapshot is incomplete") from None
-    except OSError as exc:
-        raise SnapshotError(f"cannot read {version_dir / MANIFEST_NAME}: {exc}") from exc
-    return SnapshotKey(version_dir, hashlib.sha256(data).hexdigest())
+def snapshot_key(version_dir: Where, *, s3: storage.S3Options | None = None) -> SnapshotKey:
+    """Cheap (reads manifest.json only): what the service compares on every poll. SnapshotError when the folder
+    has no manifest; OSError when the store cannot be read (worth another try)."""
+    return _key_of(storage.resolve(version_dir, s3), manifest_bytes(version_dir, s3=s3))
+
+
+def _key_of(folder: storage.Location, manifest: bytes) -> SnapshotKey:
+    return SnapshotKey(folder.local if folder.is_local else folder, hashlib.sha256(manifest).hexdigest())
+
+
+def _download(key: SnapshotKey, into: Path) -> Path:
+    """Download the S3 snapshot ``key`` names into the local folder ``into`` (replaced), checking every checksum
+    as it arrives (storage errors: OSError; a bad file: SnapshotError); BuildFailed when its manifest is no
+    longer the one ``key`` was made from."""
+    data = manifest_bytes(key.version_dir)
+    if _key_of(key.version_dir, data) != key:
+        raise BuildFailed(f"{key.version_dir} was re-published since it was polled; will retry")
+    shutil.rmtree(into, ignore_errors=True)  # a download a killed builder left
+    return download_version(key.version_dir, into, data=data)
+
+
+def load_uncached(key: SnapshotKey) -> LoadedSnapshot:
+    """The snapshot ``key`` names, verified and built in this process (no cache): a local folder in place, an S3
+    one from a temporary download, removed after. SnapshotError: refused; OSError or BuildFailed: try again."""
+    if isinstance(key.version_dir, Path):
+        return load_version(key.version_dir)
+    with tempfile.TemporaryDirectory(prefix="snapshot-download-") as tmp:
+        return load_version(_download(key, Path(tmp) / key.name))
 
 
 def load_cached(key: SnapshotKey, cache_root: str | os.PathLike, *, timeout: float = 900.0) -> LoadedSnapshot:
@@ -86,13 +115,16 @@ def load_cached(key: SnapshotKey, cache_root: str | os.PathLike, *, timeout: flo
         raise SnapshotError(json.loads(refused.read_text())["error"])
     if not entry.is_dir():
         raise BuildFailed(f"the builder finished but {entry} is missing")
-    return open_arrays(entry, key.version_dir)
+    # open_arrays takes a local path; an S3 folder is named by its URI (informational: nothing is read there)
+    return open_arrays(entry, key.version_dir if isinstance(key.version_dir, Path) else str(key.version_dir))
 
 
 def _run_builder(key: SnapshotKey, root: Path, timeout: float) -> None:
     command = [sys.executable, "-m", "serving.snapshot_cache", "build", "--snapshot-dir", str(key.version_dir),
                "--cache-root", str(root), "--expect-manifest-sha256", key.manifest_sha256]
     env = dict(os.environ)
+    if isinstance(key.version_dir, storage.Location) and key.version_dir.s3 is not None:
+        env.update(key.version_dir.s3.to_env())  # the builder resolves the URI with the same S3 options
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     started = time.monotonic()
     try:
@@ -109,35 +141,58 @@ def _run_builder(key: SnapshotKey, root: Path, timeout: float) -> None:
                       f"{time.monotonic() - started:.1f} s: " + " | ".join(tail))
 
 
-def build(version_dir: Path, cache_root: Path, expect_manifest_sha256: str | None = None) -> int:
-    """Verify ``version_dir`` and write its cache entry (exit 0) or its ``.refused`` note (exit 3)."""
-    key = snapshot_key(version_dir)
+def build(version_dir: Where, cache_root: Path, expect_manifest_sha256: str | None = None, *,
+          s3: storage.S3Options | None = None) -> int:
+    """Verify ``version_dir`` (a local folder, or on S3: downloaded first into ``<cache_root>/.download-<key>``,
+    removed after) and write its cache entry (exit 0) or its ``.refused`` note (exit 3); exit 4 when it changed
+    since it was polled or while it was read, 5 when the store or the cache could not be read or written."""
+    key = snapshot_key(version_dir, s3=s3)
     if expect_manifest_sha256 and key.manifest_sha256 != expect_manifest_sha256:
-        print(f"{version_dir / MANIFEST_NAME} changed since it was polled", file=sys.stderr)
+        print(f"the manifest of {version_dir} changed since it was polled", file=sys.stderr)
         return EXIT_CHANGED
     entry = cache_root / key.name
     tmp = cache_root / f".tmp-{key.name}-{uuid.uuid4().hex[:8]}"
+    download = cache_root / f".download-{key.name}"
     try:
-        snapshot = load_version(version_dir)
-        if snapshot_key(version_dir) != key:  # re-published while being read: what was read may be a mix
-            print(f"{version_dir} was re-published while it was being read", file=sys.stderr)
-            return EXIT_CHANGED
+        snapshot = _load(key, download)
         save_arrays(snapshot, tmp)
         if not entry.is_dir():  # another builder may have finished first; either copy is the same
             os.rename(tmp, entry)
+    except BuildFailed as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CHANGED
     except SnapshotError as exc:
-        note = cache_root / f"{key.name}.refused"
-        note.with_suffix(".refused.tmp").write_text(json.dumps({"error": str(exc)}))
-        os.replace(note.with_suffix(".refused.tmp"), note)
+        _write_note(cache_root / f"{key.name}.refused", exc)
         print(f"refused {version_dir}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except OSError as exc:  # local files that cannot be read are SnapshotErrors (load_version): the store or cache
+        print(f"could not build {version_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_STORE_ERROR
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(download, ignore_errors=True)
     print(json.dumps({"cache_entry": str(entry), "model_version": snapshot.model_version,
                       "users": snapshot.user_count, "similar_items": snapshot.similar_count,
                       "bytes": snapshot.nbytes(), "bytes_per_user": round(snapshot.bytes_per_user(), 1)}))
     prune(cache_root, keep=KEEP_VERSIONS)
     return 0
+
+
+def _load(key: SnapshotKey, download: Path) -> LoadedSnapshot:
+    """Verify and build ``key``'s snapshot: a local folder in place (BuildFailed if it is re-published while
+    being read: what was read may be a mix), an S3 one from its download into ``download``."""
+    if not isinstance(key.version_dir, Path):
+        return load_version(_download(key, download))
+    snapshot = load_version(key.version_dir)
+    if snapshot_key(key.version_dir) != key:
+        raise BuildFailed(f"{key.version_dir} was re-published while it was being read")
+    return snapshot
+
+
+def _write_note(note: Path, exc: SnapshotError) -> None:
+    tmp = note.with_suffix(".refused.tmp")
+    tmp.write_text(json.dumps({"error": str(exc)}))
+    os.replace(tmp, note)
 
 
 def prune(cache_root: Path, *, keep: int) -> None:
@@ -156,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.snapshot_cache", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build_cmd = sub.add_parser("build", help="verify a snapshot version and write its cache entry")
-    build_cmd.add_argument("--snapshot-dir", required=True, type=Path)
+    build_cmd.add_argument("--snapshot-dir", required=True,
+                           help="the version folder: a local path, or an s3:// / s3a:// URI (S3 options from AWS_*)")
     build_cmd.add_argument("--cache-root", required=True, type=Path)
     build_cmd.add_argument("--expect-manifest-sha256", default=None)
     args = parser.parse_args(argv)

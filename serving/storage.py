@@ -59,6 +59,12 @@ class S3Options:
     session_token: str | None = field(default=None, repr=False)
     path_style: bool | None = None
 
+    def __post_init__(self):
+        if self.endpoint_url is not None:
+            endpoint = urlsplit(self.endpoint_url)
+            if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+                raise ValueError(f"S3 endpoint {self.endpoint_url!r} is not an http:// or https:// URL")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Options:
         """From AWS_ENDPOINT_URL, AWS_REGION (else AWS_DEFAULT_REGION), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -90,8 +96,6 @@ class S3Options:
             options.update(access_key=self.access_key, secret_key=self.secret_key, session_token=self.session_token)
         if self.endpoint_url:
             endpoint = urlsplit(self.endpoint_url)
-            if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
-                raise ValueError(f"S3 endpoint {self.endpoint_url!r} is not an http:// or https:// URL")
             options.update(endpoint_override=endpoint.netloc + endpoint.path.rstrip("/"), scheme=endpoint.scheme)
         if self.path_style is False:
             options["force_virtual_addressing"] = True
@@ -129,45 +133,40 @@ class Location:
 
 
 def is_local(root: str | os.PathLike | Location) -> bool:
-    """Whether ``root`` names a local folder (True) or an S3 location (False); UnsupportedScheme for any other
-    scheme. Creates nothing."""
+    """Whether ``root`` names a local folder (True) or an S3 location (False). Checks the form only and creates
+    nothing: UnsupportedScheme for a scheme other than file, s3 and s3a; ValueError for a file:// URI of another
+    host or an S3 URI without a bucket."""
     if isinstance(root, Location):
         return root.is_local
     if isinstance(root, os.PathLike):
         return True
-    scheme = urlsplit(root).scheme.lower()
+    parts = urlsplit(root)
+    scheme = parts.scheme.lower()
+    if scheme == "file" and parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{root!r}: a file:// URI must name this machine (file:///path), not {parts.netloc!r}")
     if scheme in ("", "file"):
         return True
-    if scheme in S3_SCHEMES:
-        return False
-    raise UnsupportedScheme(f"{root!r}: the scheme {scheme + '://'!r} is not supported; a snapshot root or "
-                            f"file is {SUPPORTED}")
+    if scheme not in S3_SCHEMES:
+        raise UnsupportedScheme(f"{root!r}: the scheme {scheme + '://'!r} is not supported; a snapshot root or "
+                                f"file is {SUPPORTED}")
+    if not parts.netloc:
+        raise ValueError(f"{root!r} names no bucket (expected {scheme}://<bucket>/<key>)")
+    return False
 
 
 def resolve(root: str | os.PathLike | Location, s3: S3Options | None = None) -> Location:
-    """The Location ``root`` names (a Location is returned as it is). ``s3`` applies to S3 URIs (default:
-    ``S3Options.from_env()``). UnsupportedScheme for a scheme other than file, s3 and s3a; ValueError for a
-    file:// URI of another host or an S3 URI without a bucket."""
+    """The Location ``root`` names (a Location is returned as it is; errors as ``is_local``). ``s3`` applies to
+    S3 URIs (default: ``S3Options.from_env()``); the S3FileSystem is created here."""
     if isinstance(root, Location):
         return root
     if is_local(root):
-        return _local(root)
+        if isinstance(root, str) and urlsplit(root).scheme.lower() == "file":
+            root = url2pathname(urlsplit(root).path)
+        local = Path(root)
+        return Location(pafs.LocalFileSystem(), os.path.abspath(local), "", local)
     parts = urlsplit(root)
-    if not parts.netloc:
-        raise ValueError(f"{root!r} names no bucket (expected {parts.scheme}://<bucket>/<key>)")
     options = s3 if s3 is not None else S3Options.from_env()
-    key = parts.path.rstrip("/")
-    return Location(options.filesystem(), parts.netloc + key, parts.scheme.lower(), None, options)
-
-
-def _local(root: str | os.PathLike) -> Location:
-    if isinstance(root, str) and urlsplit(root).scheme.lower() == "file":
-        parts = urlsplit(root)
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"{root!r}: a file:// URI must name this machine (file:///path), not {parts.netloc!r}")
-        root = url2pathname(parts.path)
-    local = Path(root)
-    return Location(pafs.LocalFileSystem(), os.path.abspath(local), "", local)
+    return Location(options.filesystem(), parts.netloc + parts.path.rstrip("/"), parts.scheme.lower(), None, options)
 
 
 # -- the operations snapshot.py and flow.snapshot_retention use -------------------------------------------------
