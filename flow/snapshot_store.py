@@ -9,6 +9,8 @@ publish, the snapshot gate, the rollback and maintenance reach the bucket exactl
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark.sql import SparkSession
 
 from lake import object_store
@@ -24,8 +26,10 @@ def snapshot_root(spark: SparkSession, lake: Lake, root: str | None) -> storage.
     return storage.resolve(uri, storage.S3Options(**object_store.store_options(spark)))
 
 
-def spark_uri(location: storage.Location) -> str:
-    """``location`` as a URI Spark's readers and writers take (file:/... or s3a://bucket/key)."""
+def spark_uri(location: storage.Location | Path) -> str:
+    """``location`` (a Location, or a local Path as serving.snapshot returns for a local root) as a URI Spark's
+    readers and writers take: file:/... or s3a://bucket/key."""
+    location = storage.resolve(location)
     if location.is_local:
         return location.local.resolve().as_uri()
     return f"s3a://{location.path}"
