@@ -193,13 +193,17 @@ def _check_file_ids(handle, where: storage.Location, name: str) -> None:
         check_ids(values, where, column)
 
 
+def _checksum_mismatch(file: storage.Location, actual: str, expected: str) -> SnapshotError:
+    return SnapshotError(f"{file}: checksum {actual[:12]}... does not match the manifest's {expected[:12]}...")
+
+
 def _verify_file(file: storage.Location, expected_sha256: str, name: str, check_id_columns: bool) -> int:
     """Check one table file (present, checksum, schema, ids); returns its row count."""
     if not storage.is_file(file):
         raise SnapshotError(f"{file} is listed in the manifest but missing")
     actual = storage.sha256(file)
     if actual != expected_sha256:
-        raise SnapshotError(f"{file}: checksum {actual[:12]}... does not match the manifest's {expected_sha256[:12]}...")
+        raise _checksum_mismatch(file, actual, expected_sha256)
     with storage.open_input_file(file) as handle:
         meta = pq.ParquetFile(handle)
         schema = meta.schema_arrow
@@ -260,7 +264,7 @@ def download_version(version_dir: Where, target: str | os.PathLike, *, data: byt
             expected = manifest.tables[name]["files"][file.name]
             actual = storage.download(file, target / name / file.name)
             if actual != expected:
-                raise SnapshotError(f"{file}: checksum {actual[:12]}... does not match the manifest's {expected[:12]}...")
+                raise _checksum_mismatch(file, actual, expected)
     (target / MANIFEST_NAME).write_bytes(data)
     return target
 

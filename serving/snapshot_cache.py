@@ -146,7 +146,11 @@ def build(version_dir: Where, cache_root: Path, expect_manifest_sha256: str | No
     """Verify ``version_dir`` (a local folder, or on S3: downloaded first into ``<cache_root>/.download-<key>``,
     removed after) and write its cache entry (exit 0) or its ``.refused`` note (exit 3); exit 4 when it changed
     since it was polled or while it was read, 5 when the store or the cache could not be read or written."""
-    key = snapshot_key(version_dir, s3=s3)
+    try:
+        key = snapshot_key(version_dir, s3=s3)
+    except OSError as exc:
+        print(f"could not read the manifest of {version_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_STORE_ERROR
     if expect_manifest_sha256 and key.manifest_sha256 != expect_manifest_sha256:
         print(f"the manifest of {version_dir} changed since it was polled", file=sys.stderr)
         return EXIT_CHANGED

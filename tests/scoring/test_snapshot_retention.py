@@ -1,4 +1,5 @@
-"""flow.snapshot_retention: what a cleanup of a snapshot root removes and what it keeps (real folders, no Spark)."""
+"""flow.snapshot_retention: what a cleanup of a snapshot root removes and what it keeps (real folders, and an S3
+bucket on the test S3 server; no Spark)."""
 from __future__ import annotations
 
 import json
@@ -6,10 +7,11 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
 from flow.snapshot_retention import clean_snapshots
-from serving import snapshot
+from serving import snapshot, storage
 from tests.support.serving import write_snapshot
 
 DAY = 24 * 3600
@@ -118,6 +120,31 @@ def test_a_folder_is_removed_manifest_first(root, monkeypatch):
     assert clean_snapshots(root).removed == []  # removing the manifest modified the folder: young again
     age(root / old, 2)
     assert clean_snapshots(root).removed == [old]  # a later run finishes it
+
+
+def test_the_same_rule_on_s3_where_folders_are_prefixes(root, s3_server):
+    root.mkdir()
+    oldest = made(root, "v1~20260101T000000Z-aaaaaa", created_at="2026-01-01T00:00:00Z")
+    previous = made(root, "v2~20260102T000000Z-bbbbbb", created_at="2026-01-02T00:00:00Z")
+    current = made(root, "v3~20260103T000000Z-cccccc", created_at="2026-01-03T00:00:00Z")
+    dead = made(root, "v4~20260104T000000Z-dddddd", complete=False)
+    leftovers = {leftover(root, ".staging-v3-1234abcd", folder=True),
+                 leftover(root, ".LATEST.1234abcd.tmp", folder=False)}
+    foreign = {leftover(root, "silver", folder=True), leftover(root, "notes.txt", folder=False)}
+    options = storage.S3Options(endpoint_url=s3_server.endpoint_url, region=s3_server.region,
+                                access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    uri = f"s3a://{s3_server.make_bucket('retention')}/snapshots"
+    bucket = storage.resolve(uri, options)
+    pafs.copy_files(str(root), bucket.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=bucket.fs)
+    snapshot.set_latest(uri, current, s3=options)
+
+    assert clean_snapshots(uri, s3=options).removed == []  # just uploaded: every object is young
+    result = clean_snapshots(uri, s3=options, now=time.time() + 2 * DAY)
+
+    assert sorted(result.removed) == sorted({oldest, dead, *leftovers}) and result.failed == {}
+    assert {e.name for e in storage.list_dir(bucket)} == {snapshot.LATEST_NAME, current, previous, *foreign}
+    assert snapshot.verify_snapshot(snapshot.latest_version_dir(bucket)).model_version == "v3"
+    assert clean_snapshots(f"s3a://{s3_server.make_bucket('empty')}/snapshots", s3=options).removed == []
 
 
 def test_a_missing_root_is_nothing_to_do(tmp_path):

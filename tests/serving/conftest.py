@@ -3,7 +3,9 @@
 The service is started by serving.serve's ``running_service(root, log_path=...)`` (as ``make demo`` and an
 integration test serving a snapshot published by the Spark pipeline start it); snapshots are written by
 tests.support.serving's ``write_snapshot``.
-The serving venv comes from RECSYS_SERVING_VENV (default <repo>/.venv-serving).
+The serving venv comes from RECSYS_SERVING_VENV (default <repo>/.venv-serving). Snapshots on S3 (the session's
+moto server, tests/conftest.py's ``s3_server``) are published by ``publish_spec_to_s3`` as jobs.publish does: the
+tables first, then the manifest, then LATEST.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+import pyarrow.fs as pafs
+
+from serving import snapshot, storage
 from serving.serve import REPO_ROOT, running_service, serving_python
 from tests.support.serving import write_snapshot
 
@@ -78,6 +83,36 @@ def publish_spec(root, spec: SnapshotSpec, **overrides):
                    popular_items=spec.popular_items, similar_items=spec.similar_items, files_per_table=2)
     options.update(overrides)
     return write_snapshot(root, **options)
+
+
+def s3_options(server) -> storage.S3Options:
+    """The S3Options that reach the test S3 server (``s3_server``)."""
+    return storage.S3Options(endpoint_url=server.endpoint_url, region=server.region, access_key=server.access_key,
+                             secret_key=server.secret_key)
+
+
+def publish_spec_to_s3(root: str, spec: SnapshotSpec, scratch, options: storage.S3Options, *, publish: bool = True,
+                       **overrides) -> storage.Location:
+    """Write ``spec`` under the S3 URI ``root``: its tables (written locally under ``scratch`` by publish_spec,
+    then uploaded), then its manifest (written by the contract on S3), then (``publish``) LATEST. Returns the
+    version folder."""
+    local = publish_spec(scratch, spec, publish=False, **overrides)
+    folder = storage.resolve(root, options) / local.name
+    for table in sorted(p for p in local.iterdir() if p.is_dir()):
+        pafs.copy_files(str(table), (folder / table.name).path, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=folder.fs)
+    snapshot.write_manifest(folder, model_version=overrides.get("model_version", spec.model_version),
+                            n=overrides.get("n", spec.n))
+    if publish:
+        snapshot.set_latest(root, folder.name, s3=options)
+    return folder
+
+
+def tamper(file: storage.Location) -> None:
+    """Change the last byte of a file in place (same size), on any store."""
+    data = storage.read_bytes(file)
+    with file.fs.open_output_stream(file.path) as stream:
+        stream.write(data[:-1] + (b"X" if data[-1:] != b"X" else b"Y"))
 
 
 @pytest.fixture(scope="module")
