@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -158,3 +159,12 @@ def grpc_calls(service, python, payloads: list) -> list[dict]:
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(results) == len(payloads), done.stdout + done.stderr
     return results
+
+
+def wait_for_log(service, text: str, count: int, timeout: float = 60) -> None:
+    """Wait until the service's log holds ``text`` at least ``count`` times (e.g. once per serving process)."""
+    deadline = time.monotonic() + timeout
+    while service.log_text().count(text) < count:
+        assert service.process.poll() is None, service.log_text()[-3000:]
+        assert time.monotonic() < deadline, f"{text!r} seen {service.log_text().count(text)}x, want {count}"
+        time.sleep(0.1)

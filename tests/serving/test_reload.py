@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.serving.conftest import grpc_calls, publish_spec
+from tests.serving.conftest import grpc_calls, publish_spec, wait_for_log
 
 PREDICT = "/api/v1.0/predictions"
 PROCESSES = 3  # 2 gunicorn workers + 1 gRPC process, each swaps on its own
@@ -45,14 +45,6 @@ def reload_service(tmp_path_factory, specs, serving_venv_python):
                          max_response_bytes=3000) as service:
         service.snapshot_root = root
         yield service
-
-
-def wait_for_log(service, text: str, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while service.log_text().count(text) < count:
-        assert service.process.poll() is None, service.log_text()[-3000:]
-        assert time.monotonic() < deadline, f"{text!r} seen {service.log_text().count(text)}x, want {count}"
-        time.sleep(0.1)
 
 
 class Hammer:
