@@ -2,8 +2,8 @@
 
     summary = build_training(spark, Lake("./lake"), TrainingTableOptions(mode="implicit", min_user_items=5))
 
-implicit: weight = sum of event-type weights (optionally time-decayed), for the weighted ALS of Hu, Koren and
-Volinsky; explicit: the latest rating of each (user, item). An optional minimum-support filter (k-core:
+implicit: weight = sum of event-type weights (optionally time-decayed; ``weight_scaling`` log1p takes log(1 + sum)),
+for the weighted ALS of Hu, Koren and Volinsky; explicit: the latest rating of each (user, item). An optional minimum-support filter (k-core:
 ``min_user_items``, ``min_item_users``) is applied to the (user, item) rows before ids are assigned, repeated until
 every remaining user and item meets it, so the ids, the training table and the model all see the same rows.
 New users and items get new integer ids appended to silver/user_ids and silver/item_ids; ids that exist never
@@ -40,6 +40,7 @@ class TrainingTableOptions:
     mode: str = "implicit"  # one of MODES
     event_weights: Mapping[str, float | None] | None = None  # implicit: weight per event type (None: the default)
     half_life_days: float | None = None  # implicit: halve an event's weight every this many days
+    weight_scaling: str = "linear"  # implicit: one of transforms.training.WEIGHT_SCALINGS, applied to each pair's sum
     min_rating: float | None = None  # implicit: ignore rating events below this value
     as_of: str | None = None  # implicit with half_life_days: decay relative to this time (default: newest event)
     min_user_items: int = 1  # k-core: keep users with at least this many items
@@ -87,7 +88,8 @@ def training_pairs(events: DataFrame, options: TrainingTableOptions) -> DataFram
         raise ValueError(f"mode must be one of {MODES}, got {options.mode!r}")
     weights = dict(options.event_weights) if options.event_weights else None
     return training.implicit_training(events, event_weights=weights, half_life_days=options.half_life_days,
-                                      as_of_ts=options.as_of, min_rating=options.min_rating)
+                                      as_of_ts=options.as_of, min_rating=options.min_rating,
+                                      weight_scaling=options.weight_scaling)
 
 
 def flag_contract_ids(pairs: DataFrame) -> DataFrame:

@@ -25,6 +25,7 @@ FEATURES = "features"
 RAW = "raw"
 SOURCE_FILE = "source_file"
 SOURCE_OFFSET = "source_offset"  # byte offset of the input split the row was read from (0 for a whole file)
+SOURCE_MODIFIED = "source_modified_at"  # the input file's modification time (the pairs formats' event time)
 SOURCE_LINE = "source_line"  # 1-based line (or row) number within that split
 INGEST_RUN_ID = "ingest_run_id"
 INGESTED_AT = "ingested_at"
@@ -36,3 +37,4 @@ ALS_USER_COL = USER_IDX
 ALS_ITEM_COL = ITEM_IDX
 
 RATING_EVENT = "rating"
+PAIR_EVENT = "pair"  # the event type of the pairs formats' rows (user, item, weight)

@@ -10,7 +10,11 @@ Two families of formats share the output:
 - rating files (MovieLens u.data / ratings.dat / ratings.csv, MovieTweetings ratings.dat): one rating per line,
   event_type ``rating``;
 - event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``): user, item, event type,
-  timestamp (ISO-8601 or unix seconds), an optional value (rating, quantity, dwell time) and an optional event id.
+  timestamp (ISO-8601 or unix seconds), an optional value (rating, quantity, dwell time) and an optional event id;
+- pairs without times (``pairs`` CSV or TSV lines, ``pairs-parquet``): user, item and an optional weight (a play
+  or purchase count; 1 when absent), event_type ``pair`` and value the weight. Their event time is the input
+  file's modification time (``source_modified_at``, which flow.ingest.read_rows adds), so the same file read
+  again gives the same event keys and adds nothing, while a new file (a new period's counts) adds its rows.
 
 Parquet rows reach the parser as JSON text (jobs.ingest turns each row into ``to_json(struct(*))``), so all
 event formats share one set of checks and every quarantined row keeps a readable raw text.
@@ -70,6 +74,26 @@ class EventFormat:
     min_event_date: str | None = DEFAULT_MIN_EVENT_DATE  # earlier events are quarantined (timestamp_before_floor)
 
 
+PAIR_FIELDS = (C.USER_ID, C.ITEM_ID, C.WEIGHT)  # the first two are required
+# A pairs text line is a header when its first field, lower case without '_', '-' and blanks, is one of these.
+PAIR_HEADER_USER_FIELDS = ("user", "userid", "users", "uid")
+
+
+@dataclass(frozen=True)
+class PairFormat:
+    """(user, item[, weight]) rows without times: ``file_type`` text (comma or tab separated lines, each line
+    split on tabs when it holds one, else on commas; no quoting; header optional) or parquet (columns user_id,
+    item_id[, weight]). ``rating_min``/``rating_max`` only answer callers asking any format for a rating scale."""
+
+    name: str
+    file_type: str
+    description: str
+    max_value: float = 1e6  # largest weight; larger ones are quarantined as value_out_of_range
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    min_event_date: str | None = None  # file times from 1970 on
+
+
 RATING_FORMATS = {
     fmt.name: fmt
     for fmt in (
@@ -93,7 +117,17 @@ EVENT_FORMATS = {
                     "event log, Parquet files with columns user_id, item_id, event_type, event_ts, value, event_id"),
     )
 }
-FORMATS = {**RATING_FORMATS, **EVENT_FORMATS}
+PAIR_FORMATS = {
+    fmt.name: fmt
+    for fmt in (
+        PairFormat("pairs", "text", "pairs without times, lines user_id,item_id[,weight] (commas or tabs, header "
+                                    "optional; weight a count, 1 when absent; event time: the file's modification "
+                                    "time)"),
+        PairFormat("pairs-parquet", "parquet", "pairs without times, Parquet files with columns user_id, item_id "
+                                               "and optionally weight"),
+    )
+}
+FORMATS = {**RATING_FORMATS, **EVENT_FORMATS, **PAIR_FORMATS}
 
 # Reasons, in the order they are checked; the first that applies is recorded.
 EMPTY_LINE = "empty_line"
@@ -138,6 +172,19 @@ def get_format(name: str) -> RatingFormat | EventFormat:
 
 def is_event_format(fmt) -> bool:
     return isinstance(fmt, EventFormat)
+
+
+def is_pair_format(fmt) -> bool:
+    return isinstance(fmt, PairFormat)
+
+
+def expected_layout(fmt) -> str:
+    """What a row of ``fmt`` must hold, for error messages: the CSV column order of an event log (after
+    ``--columns``), else the format's description."""
+    if is_event_format(fmt) and fmt.file_type == "csv":
+        return (f"{fmt.name}: CSV lines {','.join(fmt.columns)} (required: {', '.join(REQUIRED_EVENT_FIELDS)}; "
+                "header optional)")
+    return f"{fmt.name}: {fmt.description}"
 
 
 def with_columns(fmt: EventFormat, columns: Iterable[str]) -> EventFormat:
@@ -208,12 +255,16 @@ def parse_lines(lines: DataFrame, fmt, *, max_event_ts_seconds: int, rating_min:
     """Typed events plus ``reason`` for any format; ``max_event_ts_seconds`` (unix s) bounds timestamps from the future.
 
     ``rating_min``/``rating_max`` default to the format's scale; ``event_types`` (event logs) to the format's known
-    types, ``max_value`` to its largest plausible non-rating value; ``min_event_date`` to the format's floor.
+    types, ``max_value`` (event logs, pairs) to its largest plausible non-rating value; ``min_event_date`` to the
+    format's floor. Pairs formats need the column ``source_modified_at`` (their event time; read_rows adds it).
     """
     floor = timestamp_floor_seconds(fmt, min_event_date)
     if is_event_format(fmt):
         return _parse_event_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
                                   rating_max=rating_max, event_types=event_types, max_value=max_value, floor=floor)
+    if is_pair_format(fmt):
+        return _parse_pair_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds,
+                                 max_value=fmt.max_value if max_value is None else max_value, floor=floor)
     return _parse_rating_file_lines(lines, fmt, max_event_ts_seconds=max_event_ts_seconds, rating_min=rating_min,
                                     rating_max=rating_max, floor=floor)
 
@@ -261,6 +312,66 @@ def _parse_rating_file_lines(lines: DataFrame, fmt: RatingFormat, *, max_event_t
         F.lit(C.RATING_EVENT).alias(C.EVENT_TYPE),
         F.when(ok, rating).alias(C.VALUE),
         F.when(ok, F.timestamp_seconds(ts_seconds)).alias(C.EVENT_TS),
+        F.lit(None).cast("string").alias(C.SOURCE_EVENT_ID),
+        C.REASON,
+    )
+
+
+def _pair_fields(lines: DataFrame, fmt: PairFormat, keep: list[str],
+                 clean: Column) -> tuple[DataFrame, dict[str, Column], Column, str]:
+    """(``lines`` with each row split or parsed once, field name -> text, malformed flag, its reason)."""
+    if fmt.file_type == "parquet":
+        schema = T.StructType([T.StructField(name, T.StringType()) for name in PAIR_FIELDS]
+                              + [T.StructField(_CORRUPT, T.StringType())])
+        parsed = lines.select(*keep, F.from_json(clean, schema, {"mode": "PERMISSIVE",
+                                                                 "columnNameOfCorruptRecord": _CORRUPT}).alias("_obj"))
+        obj = F.col("_obj")
+        return parsed, {name: obj[name] for name in PAIR_FIELDS}, obj.isNull() | obj[_CORRUPT].isNotNull(), \
+            MALFORMED_JSON
+    separator = F.when(clean.contains("\t"), F.lit("\t")).otherwise(F.lit(","))
+    split = lines.select(*keep, F.split(clean, separator, -1).alias("_parts"))
+    parts = F.col("_parts")
+    fields = {name: F.get(parts, i) for i, name in enumerate(PAIR_FIELDS)}
+    return split, fields, (F.size(parts) < 2) | (F.size(parts) > len(PAIR_FIELDS)), WRONG_FIELD_COUNT
+
+
+def _parse_pair_lines(lines: DataFrame, fmt: PairFormat, *, max_event_ts_seconds: int, max_value: float,
+                      floor: int | None) -> DataFrame:
+    """Pairs rows typed: event_type ``pair``, value the weight (1 when absent), event_ts the file's modification
+    time (``source_modified_at``); reasons as for event logs (field count or JSON, ids, bad_value,
+    value_out_of_range, the time checks)."""
+    if C.SOURCE_MODIFIED not in lines.columns:
+        raise ValueError(f"format {fmt.name} takes its event time from the column {C.SOURCE_MODIFIED!r} "
+                         f"(flow.ingest.read_rows adds it); columns: {lines.columns}")
+    keep = _input_columns(lines)
+    raw = F.col(C.RAW)
+    clean = without_trailing_cr(raw)
+    lines, fields, malformed, malformed_reason = _pair_fields(lines, fmt, keep, clean)
+    header_name = F.regexp_replace(F.lower(F.trim(fields[C.USER_ID])), "[-_ ]", "")
+    header = F.lit(fmt.file_type == "text") & header_name.isin(*PAIR_HEADER_USER_FIELDS)
+    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
+    line_reason = (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
+                   .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
+    step1 = lines.select(*keep, line_reason.alias("_line_reason"),
+                         _field_text(C.USER_ID, fields[C.USER_ID]).alias("_u"),
+                         _field_text(C.ITEM_ID, fields[C.ITEM_ID]).alias("_i"), _blank_to_null(fields[C.WEIGHT]).alias("_v"))
+    step2 = step1.select("*", F.col("_v").try_cast("double").alias("_value"),
+                         (F.unix_micros(F.col(C.SOURCE_MODIFIED)) / F.lit(1e6)).alias("_seconds"))
+    value, value_text = F.col("_value"), F.col("_v")
+    line = F.when(F.col("_line_reason").isNotNull(), F.col("_line_reason"))
+    with_ids = _id_checks(_id_checks(line, F.col("_u"), MISSING_USER_ID, USER_ID_TOO_LONG, USER_ID_INVALID),
+                          F.col("_i"), MISSING_ITEM_ID, ITEM_ID_TOO_LONG, ITEM_ID_INVALID)
+    reason = (_timestamp_checks(with_ids, F.col("_seconds"), floor=floor, max_event_ts_seconds=max_event_ts_seconds)
+              .when(value_text.isNotNull() & value.isNull(), F.lit(BAD_VALUE))
+              .when(F.isnan(value) | (value < 0) | (value > F.lit(float(max_value))), F.lit(VALUE_OUT_OF_RANGE)))
+    ok = F.col(C.REASON).isNull()
+    return step2.select("*", reason.alias(C.REASON)).select(
+        *keep,
+        F.when(ok, F.col("_u")).alias(C.USER_ID),
+        F.when(ok, F.col("_i")).alias(C.ITEM_ID),
+        F.lit(C.PAIR_EVENT).alias(C.EVENT_TYPE),
+        F.when(ok, F.coalesce(value, F.lit(1.0))).alias(C.VALUE),
+        F.when(ok, F.col(C.SOURCE_MODIFIED)).alias(C.EVENT_TS),
         F.lit(None).cast("string").alias(C.SOURCE_EVENT_ID),
         C.REASON,
     )
