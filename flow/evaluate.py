@@ -5,7 +5,12 @@
 Reads the file exactly as ingest does (lake.fs.list_input_files, flow.ingest.read_rows, transforms.parse), builds
 one row per (user, item) (implicit: summed event weights, ratings count with their value; explicit: the latest
 rating), splits it deterministically and scores every model through the production top-N code (seen items
-excluded). No Delta lake is needed; rows that cannot be used are counted by reason, never silently dropped.
+excluded). No Delta lake is needed; rows that cannot be used are counted by reason, never silently dropped, and
+when more than ``max_rejected_share`` of them were rejected (or no pair is left) it raises MostlyRejectedError
+(flow.input_checks: the top reasons, the first row of each, what the format expects) before fitting anything:
+metrics on the remnant of a misread file would look like results. Implicit pairs are weighted as
+build_training weighs them (``event_weights``, ``weight_scaling``); good events whose value a fixed weight
+ignores are counted by type in the report (``input.value_ignored``) and named in a printed note.
 
 Implicit (default): every held-out pair is relevant; the report has, for ``als`` and ``popularity``,
 ``ndcg@K``, ``precision@K``, ``recall@K``, ``map@K``, ``hit_rate@K``, ``coverage`` and the counts behind them,
@@ -20,6 +25,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +34,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from flow.ingest import FUTURE_TOLERANCE_S, ROW_ID, read_rows
+from flow.input_checks import (DEFAULT_MAX_REJECTED_SHARE, MostlyRejectedError, first_rejected_rows, mostly_rejected,
+                               rejection_message, top_reasons)
 from flow.tune import TuneOptions, protocol_tuning, store_fold_scores
 from lake.fs import list_input_files
 from models.als import AlsParams
@@ -56,21 +64,58 @@ class EvaluateOptions:
     report: str | None = None  # write an HTML report here
     tuning_table: str | None = None  # with tune: append every configuration's fold scores to this Delta table
     checkpoint_dir: str | None = None  # ALS checkpoints (None: a temporary folder)
+    event_types: tuple[str, ...] | None = None  # event logs: known event types (None: the format's)
+    rating_max: float | None = None  # highest valid rating (None: the format's)
+    event_weights: Mapping[str, float | None] | None = None  # implicit: weight per event type (None: the default)
+    weight_scaling: str = "linear"  # implicit: one of transforms.training.WEIGHT_SCALINGS
+    max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE  # more rejected rows than this: MostlyRejectedError
 
 
-def read_input(spark: SparkSession, pattern: str, fmt_name: str) -> tuple[DataFrame, dict]:
-    """(valid events, row counts by reason): the same file listing, reader and parser as flow.ingest."""
+@dataclass(frozen=True)
+class EvaluationInput:
+    """The parsed rows of a run's input (persisted), its format, rows by reason (None: good) and the good events
+    whose value implicit training ignores, by type."""
+    parsed: DataFrame
+    fmt: object
+    by_reason: dict
+    value_ignored: dict
+
+
+def read_input(spark: SparkSession, pattern: str, fmt_name: str, options: EvaluateOptions) -> EvaluationInput:
+    """The input parsed by the same file listing, reader and parser as flow.ingest (with the options' event
+    types and rating scale), counted in one aggregation; MostlyRejectedError when most rows were rejected."""
     fmt = parse.get_format(fmt_name)
     lines = read_rows(spark, list_input_files(spark, pattern), fmt)
-    parsed = parse.parse_lines(lines, fmt, max_event_ts_seconds=int(time.time()) + FUTURE_TOLERANCE_S)
+    parsed = parse.parse_lines(lines, fmt, max_event_ts_seconds=int(time.time()) + FUTURE_TOLERANCE_S,
+                               rating_max=options.rating_max, event_types=options.event_types)
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-    reasons = {str(r[C.REASON]): r["count"] for r in parsed.groupBy(C.REASON).count().collect()}
-    return parse.valid_events(parsed, order_col=ROW_ID), reasons
+    valued = F.when(F.col(C.REASON).isNull() & F.col(C.VALUE).isNotNull(), F.col(C.EVENT_TYPE))
+    by_reason, values_by_type = {}, {}
+    for r in parsed.groupBy(C.REASON, valued.alias("_valued")).count().collect():
+        by_reason[r[C.REASON]] = by_reason.get(r[C.REASON], 0) + r["count"]
+        if r["_valued"] is not None:
+            values_by_type[r["_valued"]] = r["count"]
+    found = EvaluationInput(parsed, fmt, by_reason, training.value_ignored_by_type(values_by_type,
+                                                                                  options.event_weights))
+    if mostly_rejected(by_reason, max_share=options.max_rejected_share):
+        raise unusable_input(found, f"evaluate {pattern}: no metrics computed: ", options.max_rejected_share)
+    return found
 
 
-def build_pairs(events: DataFrame, *, explicit: bool, min_rating: float | None) -> DataFrame:
+def unusable_input(found: EvaluationInput, prefix: str, max_share: float | None) -> MostlyRejectedError:
+    """The error for input that cannot be evaluated: ``prefix``, then flow.input_checks.rejection_message with
+    the first row of each top reason (in read order)."""
+    examples = first_rejected_rows(found.parsed, top_reasons(found.by_reason), order=[ROW_ID])
+    return MostlyRejectedError(prefix + rejection_message(found.fmt, found.by_reason, examples, max_share=max_share))
+
+
+def build_pairs(events: DataFrame, options: EvaluateOptions) -> DataFrame:
     """One row per (user, item) with dense ids: (user_id, item_id, user_idx, item_idx, weight|rating, ...)."""
-    pairs = training.explicit_training(events) if explicit else training.implicit_training(events, min_rating=min_rating)
+    if options.explicit:
+        pairs = training.explicit_training(events)
+    else:
+        pairs = training.implicit_training(events, event_weights=options.event_weights, min_rating=options.min_rating,
+                                           weight_scaling=options.weight_scaling)
     pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
     user_map = ids.new_id_rows(None, pairs, id_col=C.USER_ID, idx_col=C.USER_IDX).cache()
     item_map = ids.new_id_rows(None, pairs, id_col=C.ITEM_ID, idx_col=C.ITEM_IDX).cache()
@@ -85,20 +130,24 @@ def evaluate(spark: SparkSession, pattern: str, fmt: str, options: EvaluateOptio
     started = time.time()
     checkpoint_dir = options.checkpoint_dir or tempfile.mkdtemp(prefix="recsys-evaluate-ckpt-")
     try:
-        events, reasons = read_input(spark, pattern, fmt)
-        pairs = build_pairs(events, explicit=options.explicit, min_rating=options.min_rating)
+        found = read_input(spark, pattern, fmt, options)
+        reasons = {str(k): v for k, v in found.by_reason.items()}
+        pairs = build_pairs(parse.valid_events(found.parsed, order_col=ROW_ID), options)
         counts = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.countDistinct(C.USER_IDX).alias("users"),
                            F.countDistinct(C.ITEM_IDX).alias("items")).first()
         if not counts["pairs"]:
-            raise ValueError(f"{pattern} ({fmt}) holds no usable pair; rows by reason: {reasons}")
+            raise unusable_input(found, f"evaluate {pattern}: no usable (user, item) pair: ", None)
         print(f"evaluate {pattern} ({fmt}): {counts['pairs']:,} pairs, {counts['users']:,} users, "
               f"{counts['items']:,} items; rows by reason {reasons}", flush=True)
+        note = training.value_ignored_note(found.value_ignored)
+        if note:
+            print(f"note: {note}", flush=True)
         report = _run_protocol(pairs, options, checkpoint_dir)
         pairs.unpersist()
     finally:
         if not options.checkpoint_dir:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    report["input"] = {"path": pattern, "format": fmt, "rows_by_reason": reasons,
+    report["input"] = {"path": pattern, "format": fmt, "rows_by_reason": reasons, "value_ignored": found.value_ignored,
                        "pairs": counts["pairs"], "users": counts["users"], "items": counts["items"]}
     report["seconds"] = round(time.time() - started, 1)
     if options.tune and options.tuning_table:

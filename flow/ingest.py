@@ -2,8 +2,9 @@
 
     summary = ingest(spark, Lake("./data-lake"), "incoming/", "events", IngestOptions(incremental=True))
 
-Formats: event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``) and rating files
-(``movielens``, ``movielens-100k``, ``movietweetings``); see transforms/parse.py.
+Formats: event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``), rating files
+(``movielens``, ``movielens-100k``, ``movietweetings``) and pairs without times (``pairs`` CSV or TSV lines,
+``pairs-parquet``: user, item, optional weight; event time the file's modification time); see transforms/parse.py.
 
 What a run does:
 
@@ -15,7 +16,10 @@ What a run does:
    and what the parser made of it (``parse_reason``, the typed fields, ``event_id``). Every later step reads the
    columns it needs from this run's bronze rows instead of parsing again; the outlier policy then quarantines
    the rows of bot-like user-days (``--bot-max-events-per-day``);
-4. appends every rejected row to quarantine/interactions (raw text, source, reason);
+4. appends every rejected row to quarantine/interactions (raw text, source, reason); when more than
+   ``max_rejected_share`` of the rows (headers aside) were rejected, the run stops here with MostlyRejectedError
+   (flow.input_checks: the top reasons, the first row of each, what the format expects): silver stays as it was,
+   bronze and quarantine keep the rows, the files stay unrecorded and the run's record says failed;
 5. keeps the first copy (in read order: file, offset, line) of each event key among the good rows, then MERGEs
    them into silver/interactions on ``event_id`` alone (insert only), partitioned by event date (event logs) or
    month (rating files, which span decades); late events land in the partition of their own date. An event is
@@ -26,15 +30,18 @@ What a run does:
 6. checks read = headers + loaded + duplicates + quarantined from the write metrics of the commits themselves
    (Delta operationMetrics) and fails with ConservationError if it does not hold;
 7. records the files in meta/ingested_files and the run summary in meta/ingest_runs, and prints the summary.
+   Good events of a type whose implicit weight is fixed (``event_weights``, transforms.training) but that carry a
+   value are counted by type (``value_ignored``) and named in a warning and the summary's ``value_note``: implicit
+   training does not use those values.
 
 Every run that reads something leaves a record (flow.runs): before its first commit it appends its row ``started``
 to meta/ingest_runs, and at its end a row ``succeeded`` or ``failed`` (the error in ``run_error``); a run's state
 is its latest row. A run whose process dies keeps only ``started``; ``jobs.runs`` lists it with the rows its
 commits (tagged ``ingest:<run id>``) wrote to each table.
 
-Re-running the same input adds nothing to silver. With ``--incremental`` a re-run reads nothing and commits
-nothing; without it every matched file is read again, silver gains nothing, and bronze and quarantine record the
-re-read rows under the new run id. A run that fails before step 7 leaves its files unrecorded, so the next
+Re-running the same input adds nothing to silver. With ``incremental`` (the nightly's default; IngestOptions'
+default is off, see jobs.ingest for why) a re-run reads nothing and commits nothing; without it every matched
+file is read again, silver gains nothing, and bronze and quarantine record the re-read rows under the new run id. A run that fails before step 7 leaves its files unrecorded, so the next
 incremental run retries them (safe: MERGE drops what already landed).
 """
 from __future__ import annotations
@@ -50,14 +57,18 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from collections.abc import Mapping
+
 from flow import runs
 from flow.event_keys import dates_of_known_keys
+from flow.input_checks import (DEFAULT_MAX_REJECTED_SHARE, MostlyRejectedError, first_rejected_rows, mostly_rejected,
+                               rejection_message, top_reasons)
 from flow.progress import Progress
 from lake import tables
 from lake.fs import InputFile, list_input_files
 from lake.registry import Lake
 from transforms import columns as C
-from transforms import outliers, parse
+from transforms import outliers, parse, training
 
 log = logging.getLogger("recsys.ingest")
 
@@ -105,7 +116,8 @@ class PartitionGrainError(ValueError):
 
 
 def read_rows(spark, files: list[InputFile], fmt) -> DataFrame:
-    """(raw, source_file, source_offset, _row_id) for every row of ``files``.
+    """(raw, source_file, source_offset, _row_id) for every row of ``files``, plus ``source_modified_at`` (the
+    file's modification time, their event time) for the pairs formats.
 
     Text formats keep each line as it is; Parquet rows become JSON text (``to_json``), so quarantine shows them
     readably and the event parser handles one shape. ``_row_id`` numbers rows within each Spark partition;
@@ -118,23 +130,27 @@ def read_rows(spark, files: list[InputFile], fmt) -> DataFrame:
     else:
         df = spark.read.text(paths)
         raw = F.col("value")
+    modified = [F.col("_metadata.file_modification_time").alias(C.SOURCE_MODIFIED)] if parse.is_pair_format(fmt) else []
     return df.select(
         raw.alias(C.RAW),
         F.col("_metadata.file_path").alias(C.SOURCE_FILE),
         F.col("_metadata.file_block_start").alias(C.SOURCE_OFFSET),
         F.monotonically_increasing_id().alias(ROW_ID),
+        *modified,
     )
 
 
 def input_format(fmt_name: str, options: "IngestOptions"):
     """The parser format ``fmt_name`` with the options' CSV field order; ValueError for event-log options given
-    with a rating format."""
+    with another format (--max-value also applies to the pairs formats' weight)."""
     fmt = parse.get_format(fmt_name)
     if parse.is_event_format(fmt):
         if options.columns:
             fmt = parse.with_columns(fmt, list(options.columns))
-    elif options.columns or options.event_types or options.max_value is not None:
-        raise ValueError(f"--columns, --event-types and --max-value apply to event logs, not to {fmt_name}")
+    elif options.columns or options.event_types:
+        raise ValueError(f"--columns and --event-types apply to event logs, not to {fmt_name}")
+    elif options.max_value is not None and not parse.is_pair_format(fmt):
+        raise ValueError(f"--max-value applies to event logs and pairs, not to {fmt_name}")
     parse.timestamp_floor_seconds(fmt, options.min_event_date)  # a malformed date fails before anything is read
     return fmt
 
@@ -248,6 +264,9 @@ class IngestOptions:
     off for rating files); 0 turns the outlier policy off. ``event_types``, ``columns`` and ``max_value`` apply to
     event logs only (ValueError for rating files). ``min_event_date`` (YYYY-MM-DD) None means the format's floor
     (parse.DEFAULT_MIN_EVENT_DATE for event logs, none for rating files); earlier events are quarantined.
+    ``max_rejected_share`` (0..1): a run rejecting more of its rows fails before silver (MostlyRejectedError);
+    1 never fails. ``event_weights`` (None: transforms.training's defaults) only decide which events' values the
+    run reports as ignored by implicit training (``value_ignored``); ingest stores every value as read.
     """
     run_id: str | None = None
     incremental: bool = False
@@ -261,6 +280,8 @@ class IngestOptions:
     future_tolerance_hours: float = FUTURE_TOLERANCE_S / 3600
     min_event_date: str | None = None
     progress_every: float = 30.0
+    max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
+    event_weights: Mapping[str, float | None] | None = None
 
 
 @dataclass
@@ -347,6 +368,8 @@ def _ingest_files(run: _Run, progress: Progress) -> None:
         rejected = parse.rejected_rows(final.where(F.col(C.REASON).isNotNull()))
         quarantine_version, quarantine_rows = tables.append_tagged(
             spark, rejected.select("*", *run.stamp()), lake.quarantine, tag=run.tag)
+    _stop_if_mostly_rejected(run, final, counted, {"bronze": bronze_version, "quarantine": quarantine_version})
+    _note_ignored_values(run, stats["values_by_type"])
     partition_values = stats["partitions"] if counted.get(None, 0) else []
     merged = _dedupe_and_merge(run, final, split_df, counted, partition_col, partition_values, progress)
     numbers = {"counted_total": sum(s.rows for s in splits), "counted_good": counted.get(None, 0),
@@ -360,6 +383,33 @@ def _ingest_files(run: _Run, progress: Progress) -> None:
     _account_and_record(run, numbers, changed, rows_by_file, progress)
 
 
+def _stop_if_mostly_rejected(run: _Run, final: DataFrame, counted: dict, versions: dict) -> None:
+    """Raise MostlyRejectedError (its summary the run's, status failed) when more than the options' share of the
+    rows was rejected; the message shows the first row of each top reason, in read order."""
+    limit = run.options.max_rejected_share
+    if not mostly_rejected(counted, max_share=limit):
+        return
+    examples = first_rejected_rows(final, top_reasons(counted), order=[C.SOURCE_FILE, C.SOURCE_OFFSET, C.SOURCE_LINE])
+    error = MostlyRejectedError(f"ingest {run.summary['input']} ({run.fmt.name}) stopped before silver: "
+                                + rejection_message(run.fmt, counted, examples, max_share=limit))
+    by_reason = {str(k): v for k, v in counted.items() if k not in (None, parse.HEADER) and v}
+    run.summary.update(status="failed: input mostly rejected", versions=versions, read=sum(counted.values()),
+                       headers=counted.get(parse.HEADER, 0), loaded=0, quarantined=sum(by_reason.values()),
+                       quarantined_by_reason=by_reason, seconds=round(time.time() - run.started, 1))
+    error.summary = run.summary
+    raise error
+
+
+def _note_ignored_values(run: _Run, values_by_type: dict) -> None:
+    """Count, and warn about, good events whose value implicit training ignores (fixed weight for their type)."""
+    ignored = training.value_ignored_by_type(values_by_type, run.options.event_weights)
+    run.summary["value_ignored"] = ignored
+    note = training.value_ignored_note(ignored)
+    if note:
+        run.summary["value_note"] = note
+        log.warning("ingest %s: %s", run.run_id[:8], note)
+
+
 def _rows_by_file(splits: list["Split"]) -> dict[str, int]:
     rows: dict[str, int] = {}
     for s in splits:
@@ -371,12 +421,11 @@ def _parse_into_bronze(run: _Run, split_df: DataFrame) -> tuple[int, int, DataFr
     """Parse every row once, on its way to bronze; returns (bronze version, rows written, this run's bronze rows
     with the parser's reason as ``reason``). Every later step reads only the columns it needs from them."""
     spark, opts = run.spark, run.options
-    event_options = ({"event_types": list(opts.event_types) if opts.event_types else None,
-                      "max_value": opts.max_value} if parse.is_event_format(run.fmt) else {})
     parsed = parse.parse_lines(
         read_rows(spark, run.files, run.fmt), run.fmt,
         max_event_ts_seconds=int(run.started + opts.future_tolerance_hours * 3600),
-        rating_min=opts.rating_min, rating_max=opts.rating_max, min_event_date=opts.min_event_date, **event_options,
+        rating_min=opts.rating_min, rating_max=opts.rating_max, min_event_date=opts.min_event_date,
+        event_types=list(opts.event_types) if opts.event_types else None, max_value=opts.max_value,
     ).transform(parse.with_good_event_id)
     # a left join: a split the first scan did not see (a file that grew) keeps its rows, and the per-file
     # counts then fail the run instead of losing them
@@ -529,20 +578,28 @@ def split_rows(rows: DataFrame) -> list[Split]:
 
 
 def batch_stats(batch: DataFrame, partition_col: str) -> dict:
-    """Rows by reason, rows by file and the partition values of the good rows: one aggregation over this run's
-    bronze rows (``reason`` being the parser's), reading three columns."""
-    part = F.when(F.col(C.REASON).isNull(), F.to_date(C.EVENT_TS) if partition_col == C.EVENT_DATE
+    """Rows by reason, rows by file, the partition values of the good rows and the good rows carrying a value by
+    event type (``values_by_type``): one aggregation over this run's bronze rows (``reason`` being the parser's),
+    reading five columns."""
+    good = F.col(C.REASON).isNull()
+    part = F.when(good, F.to_date(C.EVENT_TS) if partition_col == C.EVENT_DATE
                   else F.date_format(C.EVENT_TS, "yyyy-MM"))
-    rows = batch.groupBy(C.SOURCE_FILE, C.REASON, part.alias("_part")).agg(F.count(F.lit(1)).alias("n")).collect()
+    valued = F.when(good & F.col(C.VALUE).isNotNull(), F.col(C.EVENT_TYPE))
+    rows = (batch.groupBy(C.SOURCE_FILE, C.REASON, part.alias("_part"), valued.alias("_valued"))
+            .agg(F.count(F.lit(1)).alias("n")).collect())
     by_reason: dict = {}
     by_file: dict = {}
+    values_by_type: dict = {}
     partitions = set()
     for r in rows:
         by_reason[r[C.REASON]] = by_reason.get(r[C.REASON], 0) + r["n"]
         by_file[r[C.SOURCE_FILE]] = by_file.get(r[C.SOURCE_FILE], 0) + r["n"]
         if r["_part"] is not None:
             partitions.add(r["_part"])
-    return {"by_reason": by_reason, "rows_by_file": by_file, "partitions": sorted(partitions)}
+        if r["_valued"] is not None:
+            values_by_type[r["_valued"]] = values_by_type.get(r["_valued"], 0) + r["n"]
+    return {"by_reason": by_reason, "rows_by_file": by_file, "partitions": sorted(partitions),
+            "values_by_type": values_by_type}
 
 
 def already_ingested(spark, path: str) -> set[tuple[str, int, int]]:
@@ -605,4 +662,6 @@ def print_summary(summary: dict) -> None:
         print(f"  {'headers':<12} {summary['headers']:>12,}")
         ok = "OK" if not summary.get("problems") else "FAILED: " + "; ".join(summary["problems"])
         print(f"  check: read = headers + loaded + duplicates + quarantined  {ok}")
+        if summary.get("value_note"):
+            print(f"  note: {summary['value_note']}")
     print(json.dumps(summary, default=str), file=sys.stderr)
