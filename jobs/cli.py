@@ -8,12 +8,13 @@ import logging
 import sys
 
 from flow.ingest import DEFAULT_BOT_MAX_EVENTS_PER_DAY, PARTITION_GRAINS, IngestOptions
+from flow.input_checks import DEFAULT_MAX_REJECTED_SHARE
 from flow.tune import SEARCHES, TuneOptions
 from jobs.spark_session import build_spark
 from models import speed
 from models.als import AlsParams
 from models.tuning import DEFAULT_TUNE_TEST_FOLDS
-from transforms import parse
+from transforms import parse, training
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -77,25 +78,74 @@ def add_lake_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", required=True, help="root folder (or URI) of the Delta lake")
 
 
-def add_ingest_options_args(parser: argparse.ArgumentParser) -> None:
-    """The flags of flow.ingest.IngestOptions (jobs.ingest; jobs.validate --ingest-flags); ``ingest_options_from_args``
-    turns them into IngestOptions."""
+def event_weights_arg(text: str) -> dict[str, float | None]:
+    """--event-weights: a JSON object of event type -> weight (a number, or null for "the event's value")."""
+    try:
+        weights = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(weights, dict) or not weights or not all(
+            w is None or (isinstance(w, (int, float)) and not isinstance(w, bool)) for w in weights.values()):
+        raise argparse.ArgumentTypeError(f"expected a non-empty JSON object of event type -> number or null, got {text!r}")
+    return {str(k): None if w is None else float(w) for k, w in weights.items()}
+
+
+def add_weighting_args(parser: argparse.ArgumentParser) -> None:
+    """The event and weighting flags every job that reads input takes (jobs.ingest, jobs.nightly, jobs.evaluate;
+    jobs.validate --ingest-flags): known event types, the top of the rating scale, each type's implicit weight
+    and the scaling of a pair's summed weight. ``args.event_types`` is a tuple or None, ``args.event_weights`` a
+    dict or None (transforms.training's defaults)."""
+    group = parser.add_argument_group("event types and weights")
+    group.add_argument("--event-types", type=comma_list, default=None,
+                       help=f"event logs: comma-separated known event types (default: "
+                            f"{','.join(parse.DEFAULT_EVENT_TYPES)}); others are quarantined as unknown_event_type")
+    group.add_argument("--rating-max", type=float, default=None,
+                       help="highest valid rating (default: the format's); higher ones: rating_out_of_range")
+    group.add_argument("--event-weights", type=event_weights_arg, default=None, metavar="JSON",
+                       help="implicit: weight per event type, null = the event's value (ratings, the pairs formats' "
+                            f"weight); default '{json.dumps(training.DEFAULT_EVENT_WEIGHTS)}'. Ingest stores values as "
+                            "read and reports those a fixed weight ignores")
+    group.add_argument("--weight-scaling", choices=training.WEIGHT_SCALINGS, default="linear",
+                       help="implicit: a (user, item) pair's summed weight w enters ALS (confidence 1 + alpha * it) "
+                            "as w (linear) or log(1 + w) (log1p: for play or purchase counts); applied when the "
+                            "training pairs are built (build_training, nightly, evaluate)")
+
+
+def add_incremental_arg(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """--incremental / --no-incremental (alias --full-reread), on by ``default``: skip the files already in
+    meta/ingested_files with the same path, size and modification time."""
+    parser.add_argument("--incremental", action=argparse.BooleanOptionalAction, default=default,
+                        help="read only files not yet in meta/ingested_files (same path, size and modification "
+                             f"time); --no-incremental or --full-reread reads every file (default: "
+                             f"{'on' if default else 'off'})")
+    parser.add_argument("--full-reread", dest="incremental", action="store_false",
+                        help="same as --no-incremental: read every matched file again (silver gains nothing; bronze "
+                             "and quarantine record the rows again)")
+
+
+def add_rejection_arg(parser: argparse.ArgumentParser) -> None:
+    """--max-rejected-share: a run rejecting more of its input rows (headers aside) fails (flow.input_checks)."""
+    parser.add_argument("--max-rejected-share", type=float, default=DEFAULT_MAX_REJECTED_SHARE, metavar="SHARE",
+                        help="fail, with the top reasons and an example row of each, when more than this share "
+                             "(0..1) of the input rows is rejected; 1 never fails")
+
+
+def add_ingest_options_args(parser: argparse.ArgumentParser, *, incremental: bool = False) -> None:
+    """The flags of flow.ingest.IngestOptions (jobs.ingest; jobs.validate --ingest-flags), --incremental on by
+    ``incremental``; ``ingest_options_from_args`` turns them into IngestOptions."""
     parser.add_argument("--run-id", default=None, help="ingest run id (default: a new UUID)")
-    parser.add_argument("--incremental", action="store_true",
-                        help="read only files not yet in meta/ingested_files (same path, size and modification time)")
+    add_incremental_arg(parser, default=incremental)
     parser.add_argument("--partition-grain", choices=sorted(PARTITION_GRAINS), default=None,
                         help="silver partitions: date (event_date) or month (event_month); default: the existing "
-                             "table's, else date for event logs and month for rating files")
+                             "table's, else date for event logs and month for rating files and pairs")
     parser.add_argument("--rating-min", type=float, default=None, help="lowest valid rating (default: the format's)")
-    parser.add_argument("--rating-max", type=float, default=None, help="highest valid rating (default: the format's)")
+    add_weighting_args(parser)
+    add_rejection_arg(parser)
     events = parser.add_argument_group("event logs")
-    events.add_argument("--event-types", default=None,
-                        help=f"comma-separated known event types (default: {','.join(parse.DEFAULT_EVENT_TYPES)}); "
-                             "others are quarantined as unknown_event_type")
     events.add_argument("--columns", default=None,
                         help=f"CSV field order (default: {','.join(parse.EVENT_FIELDS)}); other names are ignored")
     events.add_argument("--max-value", type=float, default=None,
-                        help="largest value of a non-rating event (quantity, dwell s); default 1e6")
+                        help="largest value of a non-rating event (quantity, dwell s) or pairs weight; default 1e6")
     parser.add_argument("--bot-max-events-per-day", type=int, default=None,
                         help="quarantine (bot_suspected) all events of a user-day with more good events than this "
                              f"in one run; 0 = off (default: {DEFAULT_BOT_MAX_EVENTS_PER_DAY:,} for event logs, off "
@@ -114,10 +164,11 @@ def ingest_options_from_args(args: argparse.Namespace) -> IngestOptions:
     """flow.ingest.IngestOptions from the flags of add_ingest_options_args."""
     return IngestOptions(
         run_id=args.run_id, incremental=args.incremental, partition_grain=args.partition_grain,
-        rating_min=args.rating_min, rating_max=args.rating_max, event_types=comma_list(args.event_types),
+        rating_min=args.rating_min, rating_max=args.rating_max, event_types=args.event_types,
         columns=tuple(args.columns.split(",")) if args.columns else None, max_value=args.max_value,
         bot_max_events_per_day=args.bot_max_events_per_day, future_tolerance_hours=args.future_tolerance_hours,
-        min_event_date=args.min_event_date, progress_every=args.progress_every)
+        min_event_date=args.min_event_date, progress_every=args.progress_every,
+        max_rejected_share=args.max_rejected_share, event_weights=args.event_weights)
 
 
 def add_input_args(parser: argparse.ArgumentParser, *, input_help: str) -> None:

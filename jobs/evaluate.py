@@ -16,7 +16,14 @@ beside the bias-only baseline (global mean + user and item biases) scored on the
 ``--format events``: the project's event log, CSV lines ``user_id,item_id,event_type,event_ts[,value]`` (header
 optional; ``event_ts`` ISO-8601 or unix seconds; ``value`` is the rating of ``rating`` events); also
 ``events-json`` and ``events-parquet`` (see transforms.parse). Files are listed, read and parsed by the same code
-as jobs.ingest; rows that cannot be used are counted by reason in the JSON, never silently dropped.
+as jobs.ingest; rows that cannot be used are counted by reason in the JSON, never silently dropped. Also
+``pairs`` and ``pairs-parquet``: user, item and an optional weight (a play or purchase count), with
+``--weight-scaling log1p`` for counts. The weighting flags (``--event-types``, ``--rating-max``,
+``--event-weights``, ``--weight-scaling``) are the ones jobs.ingest and jobs.nightly take.
+
+When more than ``--max-rejected-share`` of the rows (default half) are rejected, or no pair is left, the job
+exits non-zero before fitting anything, with the top reasons, the first row of each and the columns the format
+expects: it never reports metrics on the remnant of a misread file.
 """
 from __future__ import annotations
 
@@ -27,7 +34,8 @@ if __package__ in (None, ""):  # spark-submit jobs/evaluate.py: import the proje
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from flow.evaluate import EXPLICIT_MODELS, EvaluateOptions, evaluate
-from jobs.cli import add_als_args, add_input_args, add_tuning_args, als_params, base_parser, run_job, tune_options
+from jobs.cli import (add_als_args, add_input_args, add_rejection_arg, add_tuning_args, add_weighting_args, als_params,
+                      base_parser, run_job, tune_options)
 from transforms.splits import SPLIT_KINDS
 
 
@@ -55,6 +63,8 @@ def build_parser():
     parser.add_argument("--tuning-table", default=None,
                         help="with --tune: append every configuration's fold scores to this Delta table")
     parser.add_argument("--checkpoint-dir", default=None, help="ALS checkpoints (default: a temporary folder)")
+    add_weighting_args(parser)
+    add_rejection_arg(parser)
     add_als_args(parser, title="ALS (without --tune)", with_seed=False)
     add_tuning_args(parser)
     return parser
@@ -69,7 +79,9 @@ def options(args) -> EvaluateOptions:
         split=args.split, test_fraction=args.test_fraction, k=args.k, seed=args.seed, explicit=args.explicit,
         folds=args.folds, explicit_model=args.explicit_model, min_rating=args.min_rating,
         min_interactions=args.min_interactions, als=als_params(args), tune=tune_options(args) if args.tune else None,
-        output=args.output, report=args.report, tuning_table=args.tuning_table, checkpoint_dir=args.checkpoint_dir)
+        output=args.output, report=args.report, tuning_table=args.tuning_table, checkpoint_dir=args.checkpoint_dir,
+        event_types=args.event_types, rating_max=args.rating_max, event_weights=args.event_weights,
+        weight_scaling=args.weight_scaling, max_rejected_share=args.max_rejected_share)
 
 
 def print_table(report: dict) -> None:

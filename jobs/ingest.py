@@ -3,8 +3,18 @@
     python -m jobs.ingest --input incoming/ --format events --lake ./data-lake --incremental
     python -m jobs.ingest --input ratings.csv --format movielens --lake ./data-lake
 
-Formats: event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``) and rating files
-(``movielens``, ``movielens-100k``, ``movietweetings``); see ``--help``. What a run does: flow/ingest.py.
+Formats: event logs (``events`` CSV lines, ``events-json`` JSON lines, ``events-parquet``), rating files
+(``movielens``, ``movielens-100k``, ``movietweetings``) and pairs without times (``pairs`` CSV or TSV lines,
+``pairs-parquet``); see ``--help``. What a run does: flow/ingest.py.
+
+This job reads every matched file unless ``--incremental`` is given (jobs.nightly and the pipeline's ingest step
+skip files already ingested by default). Run by hand, ingest is mostly a first load or a re-read after changing
+flags (``--event-types``, ``--rating-max``, ``--columns``, ...); skipping files seen before would then silently
+ignore the new flags for them. A full re-read is safe: silver gains nothing (MERGE on the event key), only bronze
+and quarantine record the rows again under the new run id.
+
+A run that rejects more than ``--max-rejected-share`` of its rows (default half) exits non-zero with the top
+reasons, the first row of each and the columns the format expects, and leaves silver as it was.
 """
 from __future__ import annotations
 

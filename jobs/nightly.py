@@ -8,24 +8,27 @@ step it runs the data-quality gates (raw and silver after ingest; training, reco
 their steps; --no-gates skips them); without --input the silver gate runs before build_training, so the silver
 version training reads is always checked. It stops at the first failing step or gate with a non-zero exit: what
 earlier steps committed stays, and the published snapshot stays the last good one.
+
+Ingest is incremental here by default: files already ingested (same path, size, modification time) are skipped,
+so a second night over the same folder adds nothing to bronze, silver or quarantine; --full-reread (or
+--no-incremental) reads every file again. Every flag of jobs.ingest applies to the ingest step; the weighting
+flags (--event-weights, --weight-scaling) also to build_training.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # spark-submit jobs/nightly.py: import the project from its root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from flow.ingest import IngestOptions
 from flow.nightly import NightlyOptions, nightly
 from flow.publish import PublishOptions
 from flow.score import DEFAULT_N, ScoreOptions
 from flow.train import TrainOptions
 from flow.training_table import MODES, TrainingTableOptions
 from flow.tune import TuneOptions
-from jobs.cli import add_als_args, als_params, lake_parser, run_job
+from jobs.cli import add_als_args, add_ingest_options_args, als_params, ingest_options_from_args, lake_parser, run_job
 from lake.registry import Lake
 from transforms import parse
 
@@ -36,12 +39,9 @@ def build_parser():
                         help="rating file(s) or event logs to ingest first (omit to start from silver)")
     parser.add_argument("--format", choices=sorted(parse.FORMATS), default="movielens",
                         help="input format, as for jobs.ingest")
-    parser.add_argument("--incremental", action="store_true",
-                        help="ingest only files not ingested before (jobs.ingest --incremental)")
+    add_ingest_options_args(parser, incremental=True)
     parser.add_argument("--mode", choices=MODES, default="implicit")
     parser.add_argument("--min-rating", type=float, default=None, help="implicit: ignore ratings below this")
-    parser.add_argument("--event-weights", default=None, metavar="JSON",
-                        help="implicit: weight per event type (jobs.build_training --event-weights)")
     parser.add_argument("--half-life-days", type=float, default=None,
                         help="implicit: time decay of event weights (jobs.build_training --half-life-days)")
     parser.add_argument("--tune", action="store_true",
@@ -58,10 +58,10 @@ def build_parser():
 
 def options(args) -> NightlyOptions:
     return NightlyOptions(
-        input=args.input, fmt=args.format, ingest=IngestOptions(incremental=args.incremental),
+        input=args.input, fmt=args.format, ingest=ingest_options_from_args(args),
         training=TrainingTableOptions(
             mode=args.mode, min_rating=args.min_rating, half_life_days=args.half_life_days,
-            event_weights=json.loads(args.event_weights) if args.event_weights else None),
+            event_weights=args.event_weights, weight_scaling=args.weight_scaling),
         train=TrainOptions(als=als_params(args), model_version=args.model_version,
                            tune=TuneOptions() if args.tune else None),
         score=ScoreOptions(n=args.n), publish=PublishOptions(snapshot_root=args.snapshot_root), gates=args.gates)
