@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from flow.input_checks import MostlyRejectedError
 from jobs import evaluate
 from lake import tables
 from conftest import two_group_ratings
@@ -56,3 +57,40 @@ def test_explicit_cv_on_an_events_file_reports_rmse_beside_the_bias_baseline(spa
     reasons = got["input"]["rows_by_reason"]
     assert reasons["None"] == len(lines) - 3 and reasons.get("header") == 1
     assert sum(v for k, v in reasons.items() if k not in ("None", "header")) == 2  # both bad rows, by reason
+
+
+@pytest.mark.slow
+def test_counts_sent_as_ratings_stop_evaluation_before_any_metric(spark, tmp_path):
+    """Issue 34: play counts given as rating events were 97.8% rating_out_of_range, and metrics came out on the rest."""
+    events = tmp_path / "counts.csv"
+    lines = [f"u{u},i{i},rating,{t},{int(r) * 40 + u}" for u, i, r, t in two_group_ratings()]
+    lines[0] = "u0,i0,rating,1600000000,4"  # the one count that fits the scale
+    events.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "metrics.json"
+    args = evaluate.build_parser().parse_args([
+        "--input", str(events), "--format", "events", "--rank", "4", "--max-iter", "2", "--num-blocks", "1",
+        "--output", str(out)])
+    with pytest.raises(MostlyRejectedError) as failure:
+        evaluate.run(spark, args)
+    message = str(failure.value)
+    assert message.startswith(f"evaluate {events}: no metrics computed: {len(lines) - 1:,} of {len(lines):,} row(s)")
+    assert "expected events: CSV lines user_id,item_id,event_type,event_ts,value,event_id" in message
+    assert f"rating_out_of_range {len(lines) - 1:,}  e.g. file:{events}: '{lines[1]}'" in message
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_pairs_with_log1p_weights_are_evaluated_with_the_shared_weighting_flags(spark, tmp_path):
+    pairs = tmp_path / "plays.tsv"
+    rows = two_group_ratings()
+    pairs.write_text("userID\tartistID\tweight\n" + "".join(f"u{u}\ta{i}\t{int(r) ** 3}\n" for u, i, r, _ in rows))
+    out = tmp_path / "pairs.json"
+    args = evaluate.build_parser().parse_args([
+        "--input", str(pairs), "--format", "pairs", "--weight-scaling", "log1p", "--event-weights", '{"pair": null}',
+        "--k", "5", "--rank", "4", "--max-iter", "4", "--reg-param", "0.05", "--num-blocks", "1",
+        "--output", str(out)])
+    evaluate.run(spark, args)
+    got = json.loads(out.read_text())
+    assert got["input"]["rows_by_reason"] == {"None": len(rows), "header": 1}
+    assert got["input"]["pairs"] == len(rows) and got["input"]["value_ignored"] == {}
+    assert got["als"]["ndcg@5"] > got["popularity"]["ndcg@5"]
