@@ -107,8 +107,9 @@ def add_weighting_args(parser: argparse.ArgumentParser) -> None:
                             "read and reports those a fixed weight ignores")
     group.add_argument("--weight-scaling", choices=training.WEIGHT_SCALINGS, default="linear",
                        help="implicit: a (user, item) pair's summed weight w enters ALS (confidence 1 + alpha * it) "
-                            "as w (linear) or log(1 + w) (log1p: for play or purchase counts); applied when the "
-                            "training pairs are built (build_training, nightly, evaluate)")
+                            "as w (linear) or log(1 + w) (log1p: for play or purchase counts); applied where the "
+                            "training pairs are built (nightly, evaluate; flow.training_table's weight_scaling); "
+                            "ingest stores weights unscaled")
 
 
 def add_incremental_arg(parser: argparse.ArgumentParser, *, default: bool) -> None:
