@@ -41,8 +41,9 @@ commits (tagged ``ingest:<run id>``) wrote to each table.
 
 Re-running the same input adds nothing to silver. With ``incremental`` (the nightly's default; IngestOptions'
 default is off, see jobs.ingest for why) a re-run reads nothing and commits nothing; without it every matched
-file is read again, silver gains nothing, and bronze and quarantine record the re-read rows under the new run id. A run that fails before step 7 leaves its files unrecorded, so the next
-incremental run retries them (safe: MERGE drops what already landed).
+file is read again, silver gains nothing, and bronze and quarantine record the re-read rows under the new run id.
+A run that fails before step 7 leaves its files unrecorded, so the next incremental run retries them (safe: MERGE
+drops what already landed).
 """
 from __future__ import annotations
 

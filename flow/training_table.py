@@ -2,9 +2,9 @@
 
     summary = build_training(spark, Lake("./lake"), TrainingTableOptions(mode="implicit", min_user_items=5))
 
-implicit: weight = sum of event-type weights (optionally time-decayed; ``weight_scaling`` log1p takes log(1 + sum)),
-for the weighted ALS of Hu, Koren and Volinsky; explicit: the latest rating of each (user, item). An optional minimum-support filter (k-core:
-``min_user_items``, ``min_item_users``) is applied to the (user, item) rows before ids are assigned, repeated until
+implicit: weight = sum of event-type weights (optionally time-decayed; ``weight_scaling`` log1p takes
+log(1 + sum)), for the weighted ALS of Hu, Koren and Volinsky; explicit: the latest rating of each (user, item).
+An optional minimum-support filter (k-core: ``min_user_items``, ``min_item_users``) is applied to the (user, item) rows before ids are assigned, repeated until
 every remaining user and item meets it, so the ids, the training table and the model all see the same rows.
 New users and items get new integer ids appended to silver/user_ids and silver/item_ids; ids that exist never
 change (a user dropped by the filter keeps an id it already had). gold/training is replaced atomically.

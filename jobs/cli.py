@@ -86,7 +86,8 @@ def event_weights_arg(text: str) -> dict[str, float | None]:
         raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
     if not isinstance(weights, dict) or not weights or not all(
             w is None or (isinstance(w, (int, float)) and not isinstance(w, bool)) for w in weights.values()):
-        raise argparse.ArgumentTypeError(f"expected a non-empty JSON object of event type -> number or null, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a non-empty JSON object of event type -> number or null, got {text!r}")
     return {str(k): None if w is None else float(w) for k, w in weights.items()}
 
 

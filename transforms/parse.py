@@ -233,6 +233,14 @@ def timestamp_floor_seconds(fmt, min_event_date: str | None = None) -> int | Non
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
 
 
+def _line_reason(raw: Column, header: Column, malformed: Column, malformed_reason: str) -> Column:
+    """The line-level reason of a row of a text format or a Parquet row as JSON (null when the line is whole):
+    empty, invalid UTF-8, a header, malformed (``malformed_reason``)."""
+    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
+    return (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
+            .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
+
+
 def _id_checks(chain: Column, normalised: Column, missing: str, too_long: str, invalid: str) -> Column:
     """``chain`` (a CASE WHEN of reasons) continued with the id contract's checks of one normalised id column."""
     return (chain.when(normalised.isNull(), F.lit(missing))
@@ -321,13 +329,7 @@ def _pair_fields(lines: DataFrame, fmt: PairFormat, keep: list[str],
                  clean: Column) -> tuple[DataFrame, dict[str, Column], Column, str]:
     """(``lines`` with each row split or parsed once, field name -> text, malformed flag, its reason)."""
     if fmt.file_type == "parquet":
-        schema = T.StructType([T.StructField(name, T.StringType()) for name in PAIR_FIELDS]
-                              + [T.StructField(_CORRUPT, T.StringType())])
-        parsed = lines.select(*keep, F.from_json(clean, schema, {"mode": "PERMISSIVE",
-                                                                 "columnNameOfCorruptRecord": _CORRUPT}).alias("_obj"))
-        obj = F.col("_obj")
-        return parsed, {name: obj[name] for name in PAIR_FIELDS}, obj.isNull() | obj[_CORRUPT].isNotNull(), \
-            MALFORMED_JSON
+        return (*_json_fields(lines, keep, clean, PAIR_FIELDS), MALFORMED_JSON)
     separator = F.when(clean.contains("\t"), F.lit("\t")).otherwise(F.lit(","))
     split = lines.select(*keep, F.split(clean, separator, -1).alias("_parts"))
     parts = F.col("_parts")
@@ -349,12 +351,10 @@ def _parse_pair_lines(lines: DataFrame, fmt: PairFormat, *, max_event_ts_seconds
     lines, fields, malformed, malformed_reason = _pair_fields(lines, fmt, keep, clean)
     header_name = F.regexp_replace(F.lower(F.trim(fields[C.USER_ID])), "[-_ ]", "")
     header = F.lit(fmt.file_type == "text") & header_name.isin(*PAIR_HEADER_USER_FIELDS)
-    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
-    line_reason = (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
-                   .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
-    step1 = lines.select(*keep, line_reason.alias("_line_reason"),
+    step1 = lines.select(*keep, _line_reason(raw, header, malformed, malformed_reason).alias("_line_reason"),
                          _field_text(C.USER_ID, fields[C.USER_ID]).alias("_u"),
-                         _field_text(C.ITEM_ID, fields[C.ITEM_ID]).alias("_i"), _blank_to_null(fields[C.WEIGHT]).alias("_v"))
+                         _field_text(C.ITEM_ID, fields[C.ITEM_ID]).alias("_i"),
+                         _blank_to_null(fields[C.WEIGHT]).alias("_v"))
     step2 = step1.select("*", F.col("_v").try_cast("double").alias("_value"),
                          (F.unix_micros(F.col(C.SOURCE_MODIFIED)) / F.lit(1e6)).alias("_seconds"))
     value, value_text = F.col("_value"), F.col("_v")
@@ -407,15 +407,17 @@ def _csv_fields(lines: DataFrame, keep: list[str], clean: Column, fmt: EventForm
     return split, fields, malformed
 
 
-def _json_fields(lines: DataFrame, keep: list[str], clean: Column) -> tuple[DataFrame, dict[str, Column], Column]:
-    """(``lines`` with each JSON line parsed once, field name -> text, malformed flag); see _csv_fields."""
-    schema = T.StructType([T.StructField(name, T.StringType()) for name in EVENT_FIELDS]
+def _json_fields(lines: DataFrame, keep: list[str], clean: Column,
+                 names: tuple[str, ...] = EVENT_FIELDS) -> tuple[DataFrame, dict[str, Column], Column]:
+    """(``lines`` with each JSON line parsed once, field name -> text for each of ``names``, malformed flag); see
+    _csv_fields."""
+    schema = T.StructType([T.StructField(name, T.StringType()) for name in names]
                           + [T.StructField(_CORRUPT, T.StringType())])
     parsed = lines.select(*keep, F.from_json(clean, schema, {"mode": "PERMISSIVE",
                                                              "columnNameOfCorruptRecord": _CORRUPT}).alias("_obj"))
     obj = F.col("_obj")
     malformed = obj.isNull() | obj[_CORRUPT].isNotNull()
-    return parsed, {name: obj[name] for name in EVENT_FIELDS}, malformed
+    return parsed, {name: obj[name] for name in names}, malformed
 
 
 def _event_fields(lines: DataFrame, fmt: EventFormat, keep: list[str],
@@ -495,9 +497,7 @@ def _parse_event_lines(lines: DataFrame, fmt: EventFormat, *, max_event_ts_secon
     lines, fields, malformed, malformed_reason, header = _event_fields(lines, fmt, keep, clean)
 
     # 1. the text of each field, blank as null, and the line-level flags
-    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
-    line_reason = (F.when(F.trim(raw) == "", F.lit(EMPTY_LINE)).when(bad_bytes, F.lit(INVALID_UTF8))
-                   .when(header, F.lit(HEADER)).when(malformed, F.lit(malformed_reason)))
+    line_reason = _line_reason(raw, header, malformed, malformed_reason)
     names = {C.USER_ID: "_u", C.ITEM_ID: "_i", C.EVENT_TYPE: "_t", C.EVENT_TS: "_ts", C.VALUE: "_v", "event_id": "_e"}
     texts = [(_field_text(f, fields[f]) if f in fields else F.lit(None).cast("string")).alias(alias)
              for f, alias in names.items()]
