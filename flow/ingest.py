@@ -310,8 +310,9 @@ class _Run:
 def ingest(spark, lake: Lake, pattern: str, fmt_name: str, options: IngestOptions = IngestOptions()) -> dict:
     """Ingest the files matching ``pattern`` (format ``fmt_name``) into ``lake``; returns the run's summary.
 
-    Raises lake.fs.NoInputError when nothing matches, ConservationError when rows are not accounted for (the
-    run is recorded as failed first), PartitionGrainError and ValueError for options that do not fit.
+    Raises lake.fs.NoInputError when nothing matches, ConservationError when rows are not accounted for and
+    MostlyRejectedError when more than ``options.max_rejected_share`` of the rows were rejected (either run is
+    recorded as failed first), PartitionGrainError and ValueError for options that do not fit.
     """
     run_id = options.run_id or uuid.uuid4().hex
     started = time.time()
