@@ -32,7 +32,13 @@ DEFAULT_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.ui.showConsoleProgress": "false",
     "spark.databricks.delta.optimizeWrite.enabled": "true",
+    # one BLAS thread per task on cluster executors (see BLAS_THREADS)
+    "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
 }
+# Each task has its core already: OpenBLAS's own thread pool inside a task (netlib under Spark ALS, numpy in the
+# scorer's workers) only oversubscribes the executor (bench/README.md, "tricks").
+# A local JVM inherits it from this process's environment, unless the variable is set already.
+BLAS_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
 # Delta rebuilds a table's state from its log with this many tasks (Delta's default: 50). Every first read of a
 # table in a session pays for them: on 2 cores, 7 s instead of 1.8 s for a one-row table. Unless set, it becomes
 # the session's parallelism, capped at Delta's default.
@@ -113,6 +119,9 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
     running = running_master(master, conf)
     if is_local_master(running):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if not submitted:
+        for variable, value in BLAS_THREADS.items():
+            os.environ.setdefault(variable, value)
     jars_dir = jars_dir or os.environ.get(JARS_DIR_ENV)
     settings = _settings(conf, submitted=submitted, local=is_local_master(running), jars_dir=jars_dir, uris=uris)
     builder = SparkSession.builder.appName(app_name)
