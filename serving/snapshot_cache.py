@@ -71,7 +71,8 @@ class SnapshotKey:
 def snapshot_key(version_dir: Where, *, s3: storage.S3Options | None = None) -> SnapshotKey:
     """Cheap (reads manifest.json only): what the service compares on every poll. SnapshotError when the folder
     has no manifest; OSError when the store cannot be read (worth another try)."""
-    return _key_of(storage.resolve(version_dir, s3), manifest_bytes(version_dir, s3=s3))
+    folder = storage.resolve(version_dir, s3)
+    return _key_of(folder, manifest_bytes(folder))
 
 
 def _key_of(folder: storage.Location, manifest: bytes) -> SnapshotKey:
