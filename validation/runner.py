@@ -82,6 +82,8 @@ class GxRunner:
         ``examples_df`` (default ``df``) is what bad rows are drawn from: a wider frame than the one validated,
         e.g. raw lines with their text when only the reason column was cached for the checks.
         """
+        if not expectations:
+            return []
         run_id = RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.timezone.utc))
         result = self._run(suite_name, target, df, expectations, FIRST_PASS, run_id)
         checks = [_check(target, r) for r in result.results]

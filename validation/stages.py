@@ -141,13 +141,15 @@ def ingest_run_checks(spark, lake: Lake, run: dict, *, max_quarantine_rate: floa
 def _batch_events_target(spark, lake: Lake, run: dict) -> Target | None:
     """The rows the run added to silver (at the version it committed), profiled for the share of them on the top
     user and the top item; only that is compared with the last good batch (its size is raw_input's to judge).
-    None when the run committed nothing to silver."""
+    Only the 64-bit hashes of the ids are read and counted (validation/drift.py counts over hashes anyway); the
+    ids themselves are checked by the silver gate, over all of silver. None when the run committed nothing."""
     run_id, version = run[C.INGEST_RUN_ID], (run["summary"].get("versions") or {}).get("silver")
     if version is None or not tables.exists(spark, lake.silver):
         return None
     rows = tables.read(spark, lake.silver, version=version).where(F.col(C.INGEST_RUN_ID) == F.lit(run_id))
+    keys = rows.select(*(F.xxhash64(c).alias(c) for c in (C.USER_ID, C.ITEM_ID)))  # 16 bytes a row to cache
     return Target(name="batch_events", source=f"{lake.silver} ({C.INGEST_RUN_ID} {run_id})", version=version,
-                  frame=rows.select(C.USER_ID, C.ITEM_ID), cache=True, expectations=suites.batch_events_suite(),
+                  frame=keys, cache=True, expectations=[],
                   profile=ProfileSpec(user_col=C.USER_ID, item_col=C.ITEM_ID),
                   drift_only=("top_share_increase", "top_share_min_rows"))
 

@@ -171,12 +171,6 @@ def quarantined_lines_suite(*, known_reasons: list[str]) -> list[gxe.Expectation
     ]
 
 
-def batch_events_suite() -> list[gxe.Expectation]:
-    """An ingest run's own rows in silver (checked for who and what they are about: see validation/drift.py's
-    concentration): each names a user and an item."""
-    return [_not_null(C.USER_ID), _not_null(C.ITEM_ID)]
-
-
 # ---------------------------------------------------------------------------------------------- silver events
 
 # the columns every silver table has (jobs.ingest writes more: provenance, partition columns)
