@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # spark-submit jobs/build_training.py: import the
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from flow.training_table import MODES, TrainingTableOptions, build_training
-from jobs.cli import lake_parser, print_json, run_job
+from jobs.cli import add_weight_scaling_arg, event_weights_arg, lake_parser, print_json, run_job
 from lake.registry import Lake
 from transforms import training
 
@@ -28,9 +28,10 @@ def build_parser():
     parser = lake_parser(__doc__)
     parser.add_argument("--mode", choices=MODES, default=TrainingTableOptions.mode,
                         help="implicit: confidence weights from events; explicit: latest rating per (user, item)")
-    parser.add_argument("--event-weights", default=None, metavar="JSON",
+    parser.add_argument("--event-weights", type=event_weights_arg, default=None, metavar="JSON",
                         help='implicit: weight per event type, null = use the event value, e.g. '
                              f"'{json.dumps(training.DEFAULT_EVENT_WEIGHTS)}' (the default)")
+    add_weight_scaling_arg(parser)
     parser.add_argument("--half-life-days", type=float, default=TrainingTableOptions.half_life_days,
                         help="implicit: halve an event's weight every this many days before the newest event")
     parser.add_argument("--min-rating", type=float, default=TrainingTableOptions.min_rating,
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
 
 def options(args) -> TrainingTableOptions:
     return TrainingTableOptions(
-        mode=args.mode, event_weights=json.loads(args.event_weights) if args.event_weights else None,
+        mode=args.mode, event_weights=args.event_weights, weight_scaling=args.weight_scaling,
         half_life_days=args.half_life_days, min_rating=args.min_rating, as_of=args.as_of,
         min_user_items=args.min_user_items, min_item_users=args.min_item_users, kcore_max_iter=args.kcore_max_iter)
 

@@ -106,11 +106,17 @@ def add_weighting_args(parser: argparse.ArgumentParser) -> None:
                        help="implicit: weight per event type, null = the event's value (ratings, the pairs formats' "
                             f"weight); default '{json.dumps(training.DEFAULT_EVENT_WEIGHTS)}'. Ingest stores values as "
                             "read and reports those a fixed weight ignores")
-    group.add_argument("--weight-scaling", choices=training.WEIGHT_SCALINGS, default="linear",
-                       help="implicit: a (user, item) pair's summed weight w enters ALS (confidence 1 + alpha * it) "
-                            "as w (linear) or log(1 + w) (log1p: for play or purchase counts); applied where the "
-                            "training pairs are built (nightly, evaluate; flow.training_table's weight_scaling); "
-                            "ingest stores weights unscaled")
+    add_weight_scaling_arg(group)
+
+
+def add_weight_scaling_arg(parser) -> None:
+    """--weight-scaling (linear or log1p), for the jobs that build training pairs (and ingest, which passes it on
+    to its gates)."""
+    parser.add_argument("--weight-scaling", choices=training.WEIGHT_SCALINGS, default="linear",
+                        help="implicit: a (user, item) pair's summed weight w enters ALS (confidence 1 + alpha * it) "
+                             "as w (linear) or log(1 + w) (log1p: for play or purchase counts); applied where the "
+                             "training pairs are built (build_training, nightly, evaluate); ingest stores weights "
+                             "unscaled")
 
 
 def add_incremental_arg(parser: argparse.ArgumentParser, *, default: bool) -> None:
