@@ -89,7 +89,7 @@ def running_master(master: str | None, conf: dict[str, str] | None = None) -> st
     """The master Spark runs (or will run) with: spark-submit's when it launched us, else ``master``, else
     ``spark.master`` in ``conf``, else local[*]."""
     if launched_by_spark_submit():
-        return _launcher_setting("spark.master", "local[*]")
+        return jvm.launcher_setting("spark.master", "local[*]")
     return master or (conf or {}).get("spark.master") or "local[*]"
 
 
@@ -137,7 +137,7 @@ def build_spark(app_name: str, *, master: str | None = None, conf: dict[str, str
     spark.sparkContext.setLogLevel(log_level)
     _check_classpath(spark, s3a=object_store.S3A_CLASS if _wants_s3a(conf, uris) else None)
     _keep_jars_off_python_path(spark)
-    if not is_local_master(running):
+    if not is_local_master(spark.sparkContext.master):
         shipping.ship_project_code(spark)
     if DELTA_SNAPSHOT_PARTITIONS not in settings and not spark.sparkContext.getConf().contains(DELTA_SNAPSHOT_PARTITIONS):
         spark.conf.set(DELTA_SNAPSHOT_PARTITIONS, str(snapshot_partitions(spark.sparkContext.defaultParallelism)))
@@ -208,17 +208,10 @@ def _with_als_blas(settings: dict[str, str], submitted: bool, local: bool) -> di
                                     ("spark.executor.extraJavaOptions", executor_path)) if chosen]
     out = dict(settings)
     for key in keys:
-        base = {key: out.get(key) or (_launcher_setting(key, "") if submitted else "")}
+        base = {key: out.get(key) or (jvm.launcher_setting(key, "") if submitted else "")}
         out.update(als_blas.add_java_options(base, path if key.startswith("spark.driver") else executor_path,
                                              keys=(key,)))
     return out
-
-
-def _launcher_setting(key: str, default: str | None = None) -> str | None:
-    """A setting spark-submit was given (read from the running JVM's configuration)."""
-    from pyspark import SparkConf
-
-    return SparkConf().get(key, default)
 
 
 def _keep_jars_off_python_path(spark: SparkSession) -> None:

@@ -42,6 +42,16 @@ def hadoop_configuration(spark: SparkSession):
     return spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
 
 
+def launcher_setting(key: str, default: str | None = None) -> str | None:
+    """A setting spark-submit started this process with, read before any session exists: PySpark's SparkConf only
+    sees the launcher's settings (the JVM's system properties) once the gateway to that JVM is open, which
+    SparkContext._ensure_initialized does without creating a context."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # noqa: SLF001
+    return SparkConf().get(key, default)
+
+
 def system_property(spark: SparkSession, name: str) -> str | None:
     """A system property of the driver JVM (None when unset)."""
     return handle(spark).java.lang.System.getProperty(name)

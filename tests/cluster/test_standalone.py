@@ -1,137 +1,118 @@
-"""Distributed for real: a Spark standalone master and two workers on this machine (from the pip pyspark),
-ingest -> build_training -> train -> score through `spark-submit --master spark://...`, compared with the same
-steps run locally."""
+"""Distributed for real: the full nightly (ingest, gates, training table, ALS, scoring, publish) on a Spark
+standalone master with two workers that act as other machines (tests/support/cluster.py: their own Python
+environment without the project, private work folders, and where possible a mount namespace that hides the
+driver's checkout), with the lake, the input and the snapshots on object storage (the session's S3 emulator).
+
+It runs the nightly twice on the cluster, as the README's cluster section says: by ``spark-submit jobs/nightly.py``
+and by ``python -m jobs.nightly --master spark://...`` (which ships the code itself), and once locally on local
+folders; the three published snapshots hold the same recommendations.
+"""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
-from pyspark.find_spark_home import _find_spark_home
-from pyspark.sql import functions as F
 
-from jobs import build_training, ingest, package_code, score, train
-from lake import tables
+from jobs import nightly
 from jobs.spark_session import delta_maven_coordinate
-from transforms import columns as C
+from lake import object_store
+from serving import snapshot, storage
+from tests.support.cluster import REPO, start_cluster
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_for_log(path: Path, text: str, count: int, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if path.exists() and path.read_text(errors="replace").count(text) >= count:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{path} did not show {text!r} {count} times in {timeout} s:\n{path.read_text(errors='replace')[-3000:] if path.exists() else ''}")
+NIGHTLY_ARGS = ["--format", "movielens", "--rank", "6", "--max-iter", "6", "--num-blocks", "2",
+                "--model-version", "cluster-v1", "--n", "5"]
+VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def standalone_cluster(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cluster")
-    spark_home = _find_spark_home()
-    spark_class = str(Path(spark_home) / "bin" / "spark-class")
-    env = {**os.environ, "SPARK_HOME": spark_home, "SPARK_LOCAL_IP": HOST, "PYSPARK_PYTHON": sys.executable,
-           "SPARK_LOG_DIR": str(base), "SPARK_WORKER_DIR": str(base / "work")}
-    port, ui = free_port(), free_port()
-    procs = []
-    master_log = base / "master.log"
-    procs.append(subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", HOST,
-                                   "--port", str(port), "--webui-port", str(ui)],
-                                  stdout=open(master_log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
-    url = f"spark://{HOST}:{port}"
-    try:
-        wait_for_log(master_log, "I have been elected leader", 1, 90)
-        for i in range(2):
-            procs.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", HOST, "--cores", "1",
-                 "--memory", "1500m", "--webui-port", str(free_port()), "--work-dir", str(base / f"work{i}")],
-                stdout=open(base / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True))
-        wait_for_log(master_log, "Registering worker", 2, 90)
-        yield {"url": url, "env": env, "base": base}
-    finally:
-        for p in reversed(procs):
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+def cluster(tmp_path_factory):
+    started = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield started
+    started.stop()
 
 
-STEPS = [
-    (ingest, ["--input", "{input}", "--format", "movielens"]),
-    (build_training, ["--mode", "implicit"]),
-    (train, ["--rank", "6", "--max-iter", "6", "--num-blocks", "2", "--model-version", "cluster-v1"]),
-    (score, ["--model-version", "cluster-v1", "--n", "5"]),
-]
-
-
-def step_argv(argv, lake, input_path):
-    return ["--lake", str(lake)] + [a.format(input=input_path) for a in argv]
-
-
-def test_jobs_on_a_standalone_cluster_equal_the_local_run(spark, standalone_cluster, tmp_path, fixtures_dir):
+@pytest.fixture(scope="module")
+def logs(spark, tmp_path_factory):
     from jobs import generate_logs
 
-    logs = tmp_path / "logs"
+    folder = tmp_path_factory.mktemp("logs") / "logs"
     generate_logs.run(spark, generate_logs.build_parser().parse_args(
-        ["--output", str(logs), "--users", "120", "--items", "60", "--ratings", "3000", "--files", "2", "--seed", "5"]))
-    code_zip = package_code.build_zip(tmp_path / "recsys-code.zip")
+        ["--output", str(folder), "--users", "120", "--items", "60", "--ratings", "3000", "--files", "2",
+         "--seed", "5"]))
+    return folder
 
-    cluster_lake = tmp_path / "cluster-lake"
-    for module, argv in STEPS:
-        cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", standalone_cluster["url"],
-               "--packages", delta_maven_coordinate(), "--py-files", str(code_zip),
-               "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.sql.shuffle.partitions=4",
-               "--conf", "spark.executor.memory=1g", "--conf", "spark.ui.enabled=false",
-               str(REPO / "jobs" / f"{module.__name__.split('.')[-1]}.py"), *step_argv(argv, cluster_lake, logs)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=standalone_cluster["env"])
-        assert out.returncode == 0, f"{module.__name__} failed on the cluster:\n{out.stderr[-4000:]}"
-    master_log = (standalone_cluster["base"] / "master.log").read_text()
-    assert master_log.count("Registered app") >= len(STEPS)  # really ran on the cluster
+
+def upload(folder: Path, uri: str, options: storage.S3Options) -> None:
+    root = storage.resolve(uri, options)
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith((".", "_")):
+            storage.write_atomic(root / path.name, path.read_bytes())
+
+
+def cluster_conf(cluster) -> list[str]:
+    conf = {"spark.pyspark.python": str(cluster.worker_python), "spark.executor.memory": "1g",
+            "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false", "spark.cores.max": "2"}
+    return [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
+
+
+def run_on_cluster(cmd: list[str], env: dict, cwd: Path, what: str) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd, env=env)
+    assert out.returncode == 0, f"{what} failed on the cluster:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+    return out.stdout
+
+
+def published_lists(root: str, options: storage.S3Options | None = None) -> dict[str, list[str]]:
+    """user id -> recommended item ids, from the snapshot LATEST names under ``root`` (verified first)."""
+    location = storage.resolve(root, options)
+    manifest = snapshot.verify_snapshot(snapshot.latest_version_dir(location))
+    lists = {}
+    for path in manifest.table_files("user_recommendations"):
+        with storage.open_input_file(storage.resolve(path, options)) as fh:
+            table = pq.read_table(fh, columns=["user_id", "item_ids"])
+        lists.update(zip(table.column("user_id").to_pylist(), table.column("item_ids").to_pylist()))
+    return lists
+
+
+def test_nightly_on_a_cluster_with_object_storage_equals_the_local_run(spark, cluster, s3_server, logs, tmp_path):
+    bucket = s3_server.make_bucket("cluster")
+    options = storage.S3Options.from_env(s3_server.env())
+    upload(logs, f"s3a://{bucket}/logs", options)
+    # the driver's side as a user's shell with .venv activated; the workers' Python comes from spark.pyspark.python
+    env = {**os.environ, **s3_server.env(), "SPARK_LOCAL_IP": "127.0.0.1",
+           "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+    env.pop("PYSPARK_PYTHON", None)
+    apps_before = cluster.master_log.read_text().count("Registered app")
+
+    packages = ",".join([delta_maven_coordinate(), *object_store.s3a_packages()])
+    submitted = run_on_cluster(
+        [str(VENV_BIN / "spark-submit"), "--master", cluster.url, "--packages", packages,
+         "--exclude-packages", ",".join(object_store.PACKAGE_EXCLUDES), *cluster_conf(cluster),
+         str(REPO / "jobs" / "nightly.py"), "--lake", f"s3a://{bucket}/submit-lake", "--input",
+         f"s3a://{bucket}/logs", *NIGHTLY_ARGS], env, tmp_path, "spark-submit jobs/nightly.py")
+    by_module = run_on_cluster(
+        [sys.executable, "-m", "jobs.nightly", "--master", cluster.url, *cluster_conf(cluster),
+         "--lake", f"s3a://{bucket}/module-lake", "--input", f"s3a://{bucket}/logs", *NIGHTLY_ARGS],
+        env, REPO, "python -m jobs.nightly --master spark://...")
+    assert "nightly done" in submitted and "nightly done" in by_module
+    assert cluster.master_log.read_text().count("Registered app") == apps_before + 2  # both ran on the cluster
 
     local_lake = tmp_path / "local-lake"
-    for module, argv in STEPS:
-        module.run(spark, module.build_parser().parse_args(step_argv(argv, local_lake, logs)))
-
-    def table(lake, layer, name, cols):
-        return tables.read(spark, str(lake / layer / name)).select(*cols)
-
-    silver_cols = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.VALUE, C.EVENT_TS]
-    assert table(cluster_lake, "silver", "interactions", silver_cols).exceptAll(
-        table(local_lake, "silver", "interactions", silver_cols)).count() == 0
-    assert table(cluster_lake, "silver", "interactions", silver_cols).count() == \
-        table(local_lake, "silver", "interactions", silver_cols).count()
-    train_cols = [C.USER_ID, C.ITEM_ID, C.USER_IDX, C.ITEM_IDX, C.WEIGHT]
-    assert table(cluster_lake, "gold", "training", train_cols).exceptAll(
-        table(local_lake, "gold", "training", train_cols)).count() == 0
-
-    # ALS sums each user's normal equations in shuffle-arrival order, so factors may differ in the last float
-    # bits between a cluster and a local run: recommendations are compared up to that.
-    rec_cols = [C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE]
-    cluster = {(r[C.USER_ID], r[C.RANK]): (r[C.ITEM_ID], r[C.SCORE]) for r in
-               table(cluster_lake, "gold", "user_recommendations", rec_cols).collect()}
-    local = {(r[C.USER_ID], r[C.RANK]): (r[C.ITEM_ID], r[C.SCORE]) for r in
-             table(local_lake, "gold", "user_recommendations", rec_cols).collect()}
-    assert cluster.keys() == local.keys() and len(cluster) > 100 * 5
-    same_item = sum(cluster[k][0] == local[k][0] for k in cluster) / len(cluster)
-    max_score_diff = max(abs(cluster[k][1] - local[k][1]) for k in cluster)
-    assert same_item >= 0.95 and max_score_diff < 1e-2, (same_item, max_score_diff)
+    nightly.run(spark, nightly.build_parser().parse_args(["--lake", str(local_lake), "--input", str(logs),
+                                                          *NIGHTLY_ARGS]))
+    local = published_lists(str(local_lake / "snapshots"))
+    assert len(local) >= 100
+    for lake in ("submit-lake", "module-lake"):
+        remote = published_lists(f"s3a://{bucket}/{lake}/snapshots", options)
+        assert remote.keys() == local.keys()
+        # ALS sums each user's normal equations in shuffle-arrival order: the last float bits may differ
+        same = sum(remote[u] == local[u] for u in local) / len(local)
+        assert same >= 0.9, (lake, same)
+    executor_logs = [p for p in cluster.base.glob("work*/app-*/*/stderr")]
+    assert executor_logs, "no executor ran on the workers"
+    if cluster.hides_checkout:  # the executors could not have read the driver's checkout
+        assert not any(str(REPO / ".venv") in p.read_text(errors="replace") for p in executor_logs)
