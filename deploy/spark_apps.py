@@ -62,7 +62,8 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest", "ingest", ("--lake", "{lake}", "--input", "{input}", "--format", "{format}")),
+    # incremental: files already ingested (same path, size, modification time) are skipped, as the nightly does
+    Step("ingest", "ingest", ("--lake", "{lake}", "--input", "{input}", "--format", "{format}", "--incremental")),
     # the data-quality gates (jobs.validate) between the steps, as jobs.nightly runs them; a failed gate exits 1
     Step("validate-raw", "validate", ("--lake", "{lake}", "--stage", "raw", "--ingest-run-id", "latest"),
          executors=1),
